@@ -1,0 +1,62 @@
+import { randomUUID } from 'node:crypto';
+import { Router } from '@koa/router';
+import Koa from 'koa';
+import type { Logger } from 'pino';
+import type { Registry } from '../registry/registry.js';
+import { errorMiddleware } from './error-middleware.js';
+import { baseRoutes } from './routes/base.js';
+import { blobRoutes } from './routes/blobs.js';
+import { catalogRoutes } from './routes/catalog.js';
+import { manifestRoutes } from './routes/manifests.js';
+import { referrerRoutes } from './routes/referrers.js';
+import { tagRoutes } from './routes/tags.js';
+import { uploadRoutes } from './routes/uploads.js';
+
+export interface AppDeps {
+  readonly registry: Registry;
+  readonly logger: Logger;
+}
+
+/** Per-request state: a child logger that carries the request id. */
+export interface AppState {
+  log: Logger;
+}
+
+export function createApp({ registry, logger }: AppDeps): Koa<AppState> {
+  const app = new Koa<AppState>();
+  app.proxy = true;
+  // koa's own error printing is off: errorMiddleware answers and logs everything.
+  app.silent = true;
+
+  const router = new Router();
+  baseRoutes(router);
+  catalogRoutes(router, registry);
+  // Upload routes first: `/blobs/uploads/<id>` would otherwise match `/blobs/<digest>`.
+  uploadRoutes(router, registry);
+  blobRoutes(router, registry);
+  manifestRoutes(router, registry);
+  tagRoutes(router, registry);
+  referrerRoutes(router, registry);
+
+  app.use(async (ctx, next) => {
+    const started = process.hrtime.bigint();
+    const requestId = ctx.get('X-Request-Id') || randomUUID();
+    ctx.state.log = logger.child({ reqId: requestId });
+    ctx.set('X-Request-Id', requestId);
+    ctx.set('Docker-Distribution-API-Version', 'registry/2.0');
+    await next();
+    ctx.state.log.info(
+      {
+        method: ctx.method,
+        path: ctx.path,
+        status: ctx.status,
+        ms: Number(process.hrtime.bigint() - started) / 1e6,
+      },
+      'request',
+    );
+  });
+  app.use(errorMiddleware());
+  app.use(router.routes());
+  app.use(router.allowedMethods());
+  return app;
+}

@@ -1,0 +1,161 @@
+import { randomUUID, type Hash } from 'node:crypto';
+import { once } from 'node:events';
+import type { Readable } from 'node:stream';
+import { finished } from 'node:stream/promises';
+import { LRUCache } from 'lru-cache';
+import type { FileWriter, StorageDriver } from '../../storage-drivers/driver.js';
+import { PathNotFoundError } from '../../storage-drivers/driver.js';
+import type { BlobDescriptor, BlobStore } from './blobs.js';
+import { digestOfHash, newHasher, sameDigest, type Digest, type DigestAlgorithm } from './digest.js';
+import { BlobUploadUnknownError, DigestInvalidError, RangeInvalidError } from './errors.js';
+import { deleteIfExists, exists } from './links.js';
+import { KeyedMutex } from './mutex.js';
+import { pathFor } from './paths.js';
+
+const UPLOAD_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** Running hash of an upload's first `offset` bytes, kept while this process sees every chunk. */
+interface HashState {
+  readonly algorithm: DigestAlgorithm;
+  readonly hash: Hash;
+  offset: number;
+}
+
+/**
+ * Upload sessions. Everything a session needs lives in storage (`_uploads/<id>/`), so a chunk may
+ * land on any replica or after a restart. The digest is computed while bytes stream in; when this
+ * process has not seen every byte (another replica, a restart, a broken chunk) the stored data is
+ * re-read at completion instead: correctness on the rare path, speed on the common one.
+ */
+export class UploadStore {
+  private readonly hashes = new LRUCache<string, HashState>({ max: 10_000 });
+  private readonly locks = new KeyedMutex();
+
+  constructor(
+    private readonly driver: StorageDriver,
+    private readonly blobs: BlobStore,
+  ) {}
+
+  static isValidId(id: string): boolean {
+    return UPLOAD_ID_PATTERN.test(id);
+  }
+
+  async start(name: string): Promise<string> {
+    const id = randomUUID();
+    await this.driver.putContent(pathFor({ kind: 'uploadStartedAt', name, id }), new Date().toISOString());
+    this.hashes.set(`${name}/${id}`, { algorithm: 'sha256', hash: newHasher('sha256'), offset: 0 });
+    return id;
+  }
+
+  /** Bytes received so far. */
+  async size(name: string, id: string): Promise<number> {
+    if (!UploadStore.isValidId(id)) throw new BlobUploadUnknownError();
+    try {
+      return (await this.driver.stat(pathFor({ kind: 'uploadData', name, id }))).size;
+    } catch (err) {
+      if (!(err instanceof PathNotFoundError)) throw err;
+    }
+    // No data yet: the session exists if it was started.
+    if (await exists(this.driver, pathFor({ kind: 'uploadStartedAt', name, id }))) return 0;
+    throw new BlobUploadUnknownError();
+  }
+
+  /**
+   * Appends a chunk. `start`, when the client sent `Content-Range`, must equal the bytes received so far
+   * (416 otherwise). A chunk broken off midway keeps the bytes that arrived; the client can ask for the
+   * range and resume. Returns the new size.
+   */
+  append(name: string, id: string, body: Readable, start?: number): Promise<number> {
+    return this.locks.run(id, () => this.appendLocked(name, id, body, start));
+  }
+
+  async complete(name: string, id: string, expected: Digest, body?: Readable): Promise<BlobDescriptor> {
+    return this.locks.run(id, async () => {
+      const size = body ? await this.appendLocked(name, id, body) : await this.size(name, id);
+      const actual = await this.digestOf(name, id, size, expected.algorithm);
+      if (!sameDigest(actual, expected)) {
+        // The bytes can never become the blob the client named; keep nothing of them.
+        await this.cancelLocked(name, id);
+        throw new DigestInvalidError(undefined, { expected: expected.toString(), actual: actual.toString() });
+      }
+      // Deduplication: when the blob exists already, the uploaded copy is dropped below.
+      if (!(await this.blobs.statGlobal(actual))) {
+        const data = pathFor({ kind: 'uploadData', name, id });
+        if (size > 0) await this.driver.move(data, pathFor({ kind: 'blobData', digest: actual }));
+        else await this.blobs.putSmall(actual, Buffer.alloc(0));
+      }
+      await this.blobs.link(name, actual);
+      await this.cancelLocked(name, id);
+      return { digest: actual, size };
+    });
+  }
+
+  async cancel(name: string, id: string): Promise<void> {
+    await this.locks.run(id, async () => {
+      await this.size(name, id);
+      await this.cancelLocked(name, id);
+    });
+  }
+
+  private async cancelLocked(name: string, id: string): Promise<void> {
+    this.hashes.delete(`${name}/${id}`);
+    await deleteIfExists(this.driver, pathFor({ kind: 'uploadDir', name, id }));
+  }
+
+  private async appendLocked(name: string, id: string, body: Readable, start?: number): Promise<number> {
+    const size = await this.size(name, id);
+    if (start !== undefined && start !== size) {
+      throw new RangeInvalidError(`chunk starts at ${start} but the upload has ${size} bytes`);
+    }
+    const key = `${name}/${id}`;
+    let state = this.hashes.get(key);
+    if (state?.offset !== size) {
+      state = size === 0 ? { algorithm: 'sha256', hash: newHasher('sha256'), offset: 0 } : undefined;
+    }
+    this.hashes.delete(key);
+
+    const writer = await this.driver.writer(pathFor({ kind: 'uploadData', name, id }), size > 0);
+    let written = 0;
+    try {
+      for await (const chunk of body as AsyncIterable<Buffer>) {
+        state?.hash.update(chunk);
+        written += chunk.length;
+        if (!writer.write(chunk)) await once(writer, 'drain');
+      }
+    } catch (err) {
+      await endQuietly(writer);
+      throw err;
+    }
+    writer.end();
+    await finished(writer);
+    if (state) {
+      state.offset = size + written;
+      this.hashes.set(key, state);
+    }
+    return size + written;
+  }
+
+  private async digestOf(name: string, id: string, size: number, algorithm: DigestAlgorithm): Promise<Digest> {
+    const key = `${name}/${id}`;
+    const state = this.hashes.get(key);
+    const usable = state?.algorithm === algorithm && state.offset <= size ? state : undefined;
+    const hash = usable ? usable.hash.copy() : newHasher(algorithm);
+    const from = usable ? usable.offset : 0;
+    if (from < size) {
+      // Bytes this process did not see: read them back from storage.
+      const stream = await this.driver.reader(pathFor({ kind: 'uploadData', name, id }), { offset: from });
+      for await (const chunk of stream as AsyncIterable<Buffer>) hash.update(chunk);
+    }
+    return digestOfHash(algorithm, hash);
+  }
+}
+
+/** Flushes what a broken chunk delivered so the session stays resumable; a second failure changes nothing. */
+async function endQuietly(writer: FileWriter): Promise<void> {
+  try {
+    writer.end();
+    await finished(writer);
+  } catch {
+    // The chunk already failed; the client learns the stored size from the session's Range.
+  }
+}
