@@ -1,0 +1,49 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import { parseListenAddress, type Config } from '../config/schema.js';
+import { createDriver } from '../storage-drivers/index.js';
+import { createApp } from './http/app.js';
+import { createRegistry } from './registry/registry.js';
+
+export interface RunningServer {
+  /** `host:port` the server listens on. */
+  readonly address: string;
+  /** Stops accepting, lets in-flight requests finish up to `http.draintimeout`, then closes the rest. */
+  close(): Promise<void>;
+}
+
+/** The composition root: config → driver → registry core → koa app → HTTP server. */
+export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
+  const driver = createDriver(config.storage);
+  const registry = createRegistry(driver, {
+    manifestMaxSize: config.validation.manifests.maxsize,
+    deleteEnabled: config.storage.delete.enabled,
+  });
+  const app = createApp({ registry, logger });
+  const server = createServer(app.callback());
+  // Blob uploads may legitimately take longer than node's 5-minute default.
+  server.requestTimeout = 0;
+  server.keepAliveTimeout = 65_000;
+
+  const { host, port } = parseListenAddress(config.http.addr);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const bound = server.address() as AddressInfo;
+  const address = `${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}`;
+  logger.info({ address, driver: driver.name }, 'listening');
+  return { address, close: () => drain(server, config.http.draintimeout ?? 10_000) };
+}
+
+async function drain(server: Server, timeoutMs: number): Promise<void> {
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeIdleConnections();
+  const timer = setTimeout(() => server.closeAllConnections(), timeoutMs);
+  await closed;
+  clearTimeout(timer);
+}

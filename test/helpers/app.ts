@@ -1,0 +1,33 @@
+import { createServer, type Server } from 'node:http';
+import type Koa from 'koa';
+import { pino } from 'pino';
+import type { StorageDriver } from '../../storage-drivers/driver.js';
+import { createInMemoryDriver } from '../../storage-drivers/inmemory/driver.js';
+import { createApp, type AppState } from '../../src/http/app.js';
+import { createRegistry, type Registry } from '../../src/registry/registry.js';
+
+export interface TestApp {
+  readonly app: Koa<AppState>;
+  /** An HTTP server around the app, not listening; for tests that need one. */
+  readonly server: Server;
+  readonly driver: StorageDriver;
+  readonly registry: Registry;
+}
+
+export interface TestAppOptions {
+  readonly deleteEnabled?: boolean;
+  readonly manifestMaxSize?: number;
+  readonly driver?: StorageDriver;
+}
+
+/** The assembled app on the in-memory driver, as integration tests use it with supertest. */
+export function createTestApp(opts: TestAppOptions = {}): Promise<TestApp> {
+  const driver = opts.driver ?? createInMemoryDriver();
+  const registry = createRegistry(driver, {
+    deleteEnabled: opts.deleteEnabled ?? true,
+    manifestMaxSize: opts.manifestMaxSize ?? 4 * 1024 * 1024,
+  });
+  const logger = pino({ level: process.env.WHARF_TEST_LOG_LEVEL ?? 'silent' });
+  const app = createApp({ registry, logger });
+  return Promise.resolve({ app, server: createServer(app.callback()), driver, registry });
+}
