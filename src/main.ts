@@ -21,7 +21,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     deleteEnabled: config.storage.delete.enabled,
   });
   const app = createApp({ registry, logger });
-  const server = createServer(app.callback());
+  const handle = app.callback();
+  const server = createServer((req, res) => {
+    void handle(req, res);
+  });
   // Blob uploads may legitimately take longer than node's 5-minute default.
   server.requestTimeout = 0;
   server.keepAliveTimeout = 65_000;
@@ -37,13 +40,19 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   const bound = server.address() as AddressInfo;
   const address = `${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}`;
   logger.info({ address, driver: driver.name }, 'listening');
-  return { address, close: () => drain(server, config.http.draintimeout ?? 10_000) };
+  return { address, close: () => drain(server, config.http.draintimeout) };
 }
 
 async function drain(server: Server, timeoutMs: number): Promise<void> {
-  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  const closed = new Promise<void>((resolve) => {
+    server.close(() => {
+      resolve();
+    });
+  });
   server.closeIdleConnections();
-  const timer = setTimeout(() => server.closeAllConnections(), timeoutMs);
+  const timer = setTimeout(() => {
+    server.closeAllConnections();
+  }, timeoutMs);
   await closed;
   clearTimeout(timer);
 }

@@ -40,7 +40,10 @@ export function errorMiddleware(): Middleware<AppState> {
         writeError(ctx, 'MANIFEST_TOO_LARGE');
         return;
       }
-      logger.error({ err, driver: err instanceof StorageDriverError ? err.driver : undefined }, 'request failed');
+      logger.error(
+        { err, driver: err instanceof StorageDriverError ? err.driver : undefined },
+        'request failed',
+      );
       writeError(ctx, 'UNKNOWN');
     }
   };

@@ -3,14 +3,18 @@ import type { ErrorKind } from '../registry/errors.js';
 
 /**
  * THE error table: every failure the API reports, with its wire code (OCI distribution-spec, or
- * Distribution's where the spec has none) and HTTP status. Two kinds differ from their code because the
- * spec has no code for them: MANIFEST_TOO_LARGE (413, sent as SIZE_INVALID) and ROUTE_UNKNOWN (404, sent
- * as UNSUPPORTED).
+ * Distribution's where the spec has none) and HTTP status. Three kinds differ from their code because the
+ * spec has no code for their status: MANIFEST_TOO_LARGE (413, sent as SIZE_INVALID), CHUNK_OUT_OF_ORDER
+ * (416, sent as BLOB_UPLOAD_INVALID) and ROUTE_UNKNOWN (404, sent as UNSUPPORTED).
  */
 export const ERROR_TABLE = {
   BLOB_UNKNOWN: { code: 'BLOB_UNKNOWN', status: 404, message: 'blob unknown to registry' },
   BLOB_UPLOAD_INVALID: { code: 'BLOB_UPLOAD_INVALID', status: 400, message: 'blob upload invalid' },
-  BLOB_UPLOAD_UNKNOWN: { code: 'BLOB_UPLOAD_UNKNOWN', status: 404, message: 'blob upload unknown to registry' },
+  BLOB_UPLOAD_UNKNOWN: {
+    code: 'BLOB_UPLOAD_UNKNOWN',
+    status: 404,
+    message: 'blob upload unknown to registry',
+  },
   DIGEST_INVALID: {
     code: 'DIGEST_INVALID',
     status: 400,
@@ -26,9 +30,14 @@ export const ERROR_TABLE = {
   MANIFEST_TOO_LARGE: { code: 'SIZE_INVALID', status: 413, message: 'manifest is larger than the limit' },
   NAME_INVALID: { code: 'NAME_INVALID', status: 400, message: 'invalid repository name' },
   NAME_UNKNOWN: { code: 'NAME_UNKNOWN', status: 404, message: 'repository name not known to registry' },
-  SIZE_INVALID: { code: 'SIZE_INVALID', status: 400, message: 'provided length did not match content length' },
+  SIZE_INVALID: {
+    code: 'SIZE_INVALID',
+    status: 400,
+    message: 'provided length did not match content length',
+  },
   TAG_INVALID: { code: 'TAG_INVALID', status: 400, message: 'manifest tag did not match URI' },
-  RANGE_INVALID: { code: 'RANGE_INVALID', status: 416, message: 'invalid content range' },
+  RANGE_INVALID: { code: 'RANGE_INVALID', status: 416, message: 'requested range not satisfiable' },
+  CHUNK_OUT_OF_ORDER: { code: 'BLOB_UPLOAD_INVALID', status: 416, message: 'chunk out of order' },
   PAGINATION_NUMBER_INVALID: {
     code: 'PAGINATION_NUMBER_INVALID',
     status: 400,

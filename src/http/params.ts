@@ -13,8 +13,12 @@ import { UploadStore } from '../registry/uploads.js';
 
 /** Validation of every path and query parameter, so handlers only ever see well-formed values. */
 
+function pathParam(ctx: Context, key: string): string | undefined {
+  return (ctx.params as Record<string, string | undefined> | undefined)?.[key];
+}
+
 export function nameParam(ctx: Context): string {
-  const name = ctx.params.name;
+  const name = pathParam(ctx, 'name');
   if (typeof name !== 'string' || !isValidName(name)) {
     throw new NameInvalidError(undefined, { name });
   }
@@ -28,19 +32,19 @@ export function digestValue(value: unknown): Digest {
 }
 
 export function digestParam(ctx: Context): Digest {
-  return digestValue(ctx.params.digest);
+  return digestValue(pathParam(ctx, 'digest'));
 }
 
 /** A manifest reference: anything with a colon must be a digest, anything else a tag. */
 export function referenceParam(ctx: Context): Reference {
-  const value = ctx.params.reference ?? '';
+  const value = pathParam(ctx, 'reference') ?? '';
   if (value.includes(':')) return { digest: digestValue(value) };
   if (!isValidTag(value)) throw new TagInvalidError(`invalid tag: ${value}`, { tag: value });
   return { tag: value };
 }
 
 export function uploadIdParam(ctx: Context): string {
-  const id = ctx.params.id ?? '';
+  const id = pathParam(ctx, 'id') ?? '';
   if (!UploadStore.isValidId(id)) throw new BlobUploadUnknownError();
   return id;
 }

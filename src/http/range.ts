@@ -28,7 +28,5 @@ export function parseRangeHeader(header: string, size: number): ByteRange | 'uns
 export function parseContentRange(header: string): { start: number; end: number } | undefined {
   const match = /^(?:bytes[ =])?(\d+)-(\d+)(?:\/(?:\d+|\*))?$/.exec(header.trim());
   if (!match) return undefined;
-  const start = Number(match[1]);
-  const end = Number(match[2]);
-  return end >= start ? { start, end } : undefined;
+  return { start: Number(match[1]), end: Number(match[2]) };
 }

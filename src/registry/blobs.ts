@@ -41,7 +41,8 @@ export class BlobStore {
     try {
       return await this.driver.reader(pathFor({ kind: 'blobData', digest }), range);
     } catch (err) {
-      if (err instanceof PathNotFoundError) throw new BlobUnknownError(undefined, { digest: digest.toString() });
+      if (err instanceof PathNotFoundError)
+        throw new BlobUnknownError(undefined, { digest: digest.toString() });
       throw err;
     }
   }
@@ -58,7 +59,8 @@ export class BlobStore {
   /** Removes a repository's link; the bytes stay until garbage collection finds them unreferenced. */
   async unlink(name: string, digest: Digest): Promise<void> {
     const path = pathFor({ kind: 'layerLink', name, digest });
-    if (!(await exists(this.driver, path))) throw new BlobUnknownError(undefined, { digest: digest.toString() });
+    if (!(await exists(this.driver, path)))
+      throw new BlobUnknownError(undefined, { digest: digest.toString() });
     await deleteIfExists(this.driver, path.slice(0, -'/link'.length));
   }
 
@@ -72,7 +74,8 @@ export class BlobStore {
     try {
       return await this.driver.getContent(pathFor({ kind: 'blobData', digest }));
     } catch (err) {
-      if (err instanceof PathNotFoundError) throw new BlobUnknownError(undefined, { digest: digest.toString() });
+      if (err instanceof PathNotFoundError)
+        throw new BlobUnknownError(undefined, { digest: digest.toString() });
       throw err;
     }
   }

@@ -16,6 +16,7 @@ export type ErrorKind =
   | 'SIZE_INVALID'
   | 'TAG_INVALID'
   | 'RANGE_INVALID'
+  | 'CHUNK_OUT_OF_ORDER'
   | 'PAGINATION_NUMBER_INVALID'
   | 'UNAUTHORIZED'
   | 'DENIED'
@@ -72,8 +73,9 @@ export class SizeInvalidError extends RegistryError {
 export class TagInvalidError extends RegistryError {
   readonly kind = 'TAG_INVALID';
 }
-export class RangeInvalidError extends RegistryError {
-  readonly kind = 'RANGE_INVALID';
+/** An upload chunk that does not start where the upload ends. */
+export class ChunkOutOfOrderError extends RegistryError {
+  readonly kind = 'CHUNK_OUT_OF_ORDER';
 }
 export class PaginationNumberInvalidError extends RegistryError {
   readonly kind = 'PAGINATION_NUMBER_INVALID';

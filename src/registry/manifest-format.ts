@@ -13,7 +13,8 @@ const IMAGE_TYPES: ReadonlySet<string> = new Set([MediaTypes.ociManifest, MediaT
 const INDEX_TYPES: ReadonlySet<string> = new Set([MediaTypes.ociIndex, MediaTypes.dockerManifestList]);
 
 /** Layers that registries are not expected to hold (Docker foreign layers, OCI non-distributable). */
-const NON_DISTRIBUTABLE = /^application\/vnd\.(docker\.image\.rootfs\.foreign|oci\.image\.layer\.nondistributable)\./;
+const NON_DISTRIBUTABLE =
+  /^application\/vnd\.(docker\.image\.rootfs\.foreign|oci\.image\.layer\.nondistributable)\./;
 
 export interface Descriptor {
   readonly mediaType: string;
@@ -88,7 +89,7 @@ function parseDescriptor(value: unknown, where: string): Descriptor {
     }),
     ...(urls !== undefined && { urls: urls as string[] }),
     ...(data !== undefined && { data: Buffer.from(data, 'base64') }),
-    ...(isRecord(platform) && { platform: platform as Descriptor['platform'] }),
+    ...(isRecord(platform) && { platform }),
   };
 }
 
@@ -119,12 +120,14 @@ export function parseManifest(bytes: Buffer, contentType: string | undefined): P
     throw invalid(`mediaType ${declared} does not match Content-Type ${header}`);
   }
   const mediaType =
-    declared ?? (headerNamesManifest ? header : 'manifests' in doc ? MediaTypes.ociIndex : MediaTypes.ociManifest);
+    declared ??
+    (headerNamesManifest ? header : 'manifests' in doc ? MediaTypes.ociIndex : MediaTypes.ociManifest);
   if (!isManifestMediaType(mediaType)) throw invalid(`unsupported media type ${mediaType}`);
 
   const subject = doc.subject === undefined ? undefined : parseDescriptor(doc.subject, 'subject');
   const artifactType = doc.artifactType;
-  if (artifactType !== undefined && typeof artifactType !== 'string') throw invalid('artifactType must be a string');
+  if (artifactType !== undefined && typeof artifactType !== 'string')
+    throw invalid('artifactType must be a string');
   const annotations = stringRecord(doc.annotations, 'annotations');
   const common = {
     mediaType,
@@ -156,7 +159,11 @@ export function storedMediaType(bytes: Buffer): string {
 }
 
 /** The descriptor the referrers API lists for a manifest that names a subject. */
-export function referrerDescriptor(manifest: ParsedManifest, digest: Digest, size: number): ReferrerDescriptor {
+export function referrerDescriptor(
+  manifest: ParsedManifest,
+  digest: Digest,
+  size: number,
+): ReferrerDescriptor {
   const artifactType = manifest.artifactType ?? manifest.config?.mediaType;
   return {
     mediaType: manifest.mediaType,

@@ -90,9 +90,16 @@ export class ManifestStore {
     return manifest;
   }
 
-  async put(name: string, reference: Reference, content: Buffer, contentType?: string): Promise<PutManifestResult> {
+  async put(
+    name: string,
+    reference: Reference,
+    content: Buffer,
+    contentType?: string,
+  ): Promise<PutManifestResult> {
     if (content.length > this.options.maxSize) {
-      throw new ManifestTooLargeError(`manifest is ${content.length} bytes; the limit is ${this.options.maxSize}`);
+      throw new ManifestTooLargeError(
+        `manifest is ${content.length} bytes; the limit is ${this.options.maxSize}`,
+      );
     }
     const digest = digestOf(content, 'digest' in reference ? reference.digest.algorithm : 'sha256');
     if ('digest' in reference && !sameDigest(digest, reference.digest)) {

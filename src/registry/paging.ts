@@ -5,7 +5,12 @@ export interface Page<T> {
 }
 
 /** Lexical paging as the spec describes it: items after `last`, at most `n` of them. */
-export function paginate<T>(sorted: readonly T[], key: (item: T) => string, n?: number, last?: string): Page<T> {
+export function paginate<T>(
+  sorted: readonly T[],
+  key: (item: T) => string,
+  n?: number,
+  last?: string,
+): Page<T> {
   const after = last === undefined ? sorted : sorted.filter((item) => key(item) > last);
   if (n === undefined || after.length <= n) return { items: [...after] };
   const items = after.slice(0, n);

@@ -1,8 +1,8 @@
 import type { StorageDriver } from '../../storage-drivers/driver.js';
 import { PathNotFoundError } from '../../storage-drivers/driver.js';
-import type { Digest } from './digest.js';
-import { ManifestUnknownError } from './errors.js';
-import type { ReferrerDescriptor } from './manifest-format.js';
+import { parseDigest, sameDigest, type Digest } from './digest.js';
+import { ManifestInvalidError, ManifestUnknownError } from './errors.js';
+import { parseManifest, referrerDescriptor, type ReferrerDescriptor } from './manifest-format.js';
 import type { ManifestStore } from './manifests.js';
 import { paginate, type Page } from './paging.js';
 import { pathFor } from './paths.js';
@@ -60,13 +60,39 @@ export class ReferrerStore {
     return entries.filter((e) => e !== undefined);
   }
 
+  /**
+   * Entries of the tag-schema fallback index, kept only where the manifest is in this repository and
+   * really names the subject: the index is written by clients and may be stale or wrong.
+   */
   private async fallbackEntries(name: string, subject: Digest): Promise<ReferrerDescriptor[]> {
+    let listed: unknown[];
     try {
       const { content } = await this.manifests.get(name, { tag: `${subject.algorithm}-${subject.hex}` });
       const index = JSON.parse(content.toString('utf8')) as { manifests?: unknown };
-      return Array.isArray(index.manifests) ? (index.manifests as ReferrerDescriptor[]) : [];
+      listed = Array.isArray(index.manifests) ? index.manifests : [];
     } catch (err) {
       if (err instanceof ManifestUnknownError || err instanceof SyntaxError) return [];
+      throw err;
+    }
+    const verified = await Promise.all(listed.map((entry) => this.verifiedReferrer(name, subject, entry)));
+    return verified.filter((d) => d !== undefined);
+  }
+
+  private async verifiedReferrer(
+    name: string,
+    subject: Digest,
+    entry: unknown,
+  ): Promise<ReferrerDescriptor | undefined> {
+    const value = (entry as { digest?: unknown } | null)?.digest;
+    const digest = typeof value === 'string' ? parseDigest(value) : undefined;
+    if (!digest) return undefined;
+    try {
+      const manifest = await this.manifests.get(name, { digest });
+      const parsed = parseManifest(manifest.content, manifest.mediaType);
+      if (!parsed.subject || !sameDigest(parsed.subject.digest, subject)) return undefined;
+      return referrerDescriptor(parsed, digest, manifest.content.length);
+    } catch (err) {
+      if (err instanceof ManifestUnknownError || err instanceof ManifestInvalidError) return undefined;
       throw err;
     }
   }

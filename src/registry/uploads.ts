@@ -7,7 +7,7 @@ import type { FileWriter, StorageDriver } from '../../storage-drivers/driver.js'
 import { PathNotFoundError } from '../../storage-drivers/driver.js';
 import type { BlobDescriptor, BlobStore } from './blobs.js';
 import { digestOfHash, newHasher, sameDigest, type Digest, type DigestAlgorithm } from './digest.js';
-import { BlobUploadUnknownError, DigestInvalidError, RangeInvalidError } from './errors.js';
+import { BlobUploadUnknownError, DigestInvalidError, ChunkOutOfOrderError } from './errors.js';
 import { deleteIfExists, exists } from './links.js';
 import { KeyedMutex } from './mutex.js';
 import { pathFor } from './paths.js';
@@ -105,7 +105,7 @@ export class UploadStore {
   private async appendLocked(name: string, id: string, body: Readable, start?: number): Promise<number> {
     const size = await this.size(name, id);
     if (start !== undefined && start !== size) {
-      throw new RangeInvalidError(`chunk starts at ${start} but the upload has ${size} bytes`);
+      throw new ChunkOutOfOrderError(`chunk starts at ${start} but the upload has ${size} bytes`);
     }
     const key = `${name}/${id}`;
     let state = this.hashes.get(key);
@@ -135,7 +135,12 @@ export class UploadStore {
     return size + written;
   }
 
-  private async digestOf(name: string, id: string, size: number, algorithm: DigestAlgorithm): Promise<Digest> {
+  private async digestOf(
+    name: string,
+    id: string,
+    size: number,
+    algorithm: DigestAlgorithm,
+  ): Promise<Digest> {
     const key = `${name}/${id}`;
     const state = this.hashes.get(key);
     const usable = state?.algorithm === algorithm && state.offset <= size ? state : undefined;

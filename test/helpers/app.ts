@@ -29,5 +29,9 @@ export function createTestApp(opts: TestAppOptions = {}): Promise<TestApp> {
   });
   const logger = pino({ level: process.env.WHARF_TEST_LOG_LEVEL ?? 'silent' });
   const app = createApp({ registry, logger });
-  return Promise.resolve({ app, server: createServer(app.callback()), driver, registry });
+  const handle = app.callback();
+  const server = createServer((req, res) => {
+    void handle(req, res);
+  });
+  return Promise.resolve({ app, server, driver, registry });
 }

@@ -22,7 +22,12 @@ export function manifestRoutes(router: Router, registry: Registry): void {
     const name = nameParam(ctx);
     const reference = referenceParam(ctx);
     const content = await readLimitedBody(ctx, registry.manifests.maxSize);
-    const result = await registry.manifests.put(name, reference, content, ctx.get('Content-Type') || undefined);
+    const result = await registry.manifests.put(
+      name,
+      reference,
+      content,
+      ctx.get('Content-Type') || undefined,
+    );
     ctx.status = 201;
     ctx.set('Location', `/v2/${name}/manifests/${result.digest.toString()}`);
     ctx.set('Docker-Content-Digest', result.digest.toString());

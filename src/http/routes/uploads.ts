@@ -1,6 +1,6 @@
 import type { Router, RouterMiddleware } from '@koa/router';
 import type { Context } from 'koa';
-import { RangeInvalidError } from '../../registry/errors.js';
+import { BlobUploadInvalidError, ChunkOutOfOrderError, SizeInvalidError } from '../../registry/errors.js';
 import type { Registry } from '../../registry/registry.js';
 import { isValidName } from '../../registry/names.js';
 import { hasBody } from '../body.js';
@@ -31,10 +31,12 @@ function chunkStart(ctx: Context): number | undefined {
   const header = ctx.get('Content-Range');
   if (header === '') return undefined;
   const range = parseContentRange(header);
-  if (!range) throw new RangeInvalidError(`malformed Content-Range: ${header}`);
+  if (!range) throw new BlobUploadInvalidError(`malformed Content-Range: ${header}`);
+  if (range.end < range.start)
+    throw new ChunkOutOfOrderError(`Content-Range ${header} ends before it starts`);
   const length = ctx.get('Content-Length');
   if (length !== '' && Number(length) !== range.end - range.start + 1) {
-    throw new RangeInvalidError('Content-Range does not match Content-Length');
+    throw new SizeInvalidError('Content-Range does not match Content-Length');
   }
   return range.start;
 }

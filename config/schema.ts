@@ -1,0 +1,331 @@
+// The one definition of Wharf's configuration. Keys follow CNCF Distribution's config.yml wherever
+// the feature exists there, so an existing Distribution config loads unchanged (see config/load.ts
+// for the keys Distribution has and Wharf ignores with a warning).
+import { z } from 'zod';
+
+/** Facts about a field that the loader and `wharf config check` need beyond its type. */
+export interface FieldInfo {
+  /** Masked when the effective config is printed. */
+  secret?: boolean;
+  /** A Go duration string in the file ("10s", "168h"); milliseconds in the parsed Config. */
+  duration?: boolean;
+}
+export const fieldInfo = z.registry<FieldInfo>();
+
+const DURATION_UNIT_MS: Record<string, number> = {
+  ns: 1e-6,
+  us: 1e-3,
+  µs: 1e-3, // U+00B5, as Go accepts
+  μs: 1e-3, // U+03BC
+  ms: 1,
+  s: 1000,
+  m: 60_000,
+  h: 3_600_000,
+};
+const DURATION_PART = /(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)/y;
+
+/** Parses a Go duration ("300ms", "1.5h", "2h45m", "0") into milliseconds, as Go's time.ParseDuration. */
+export function parseDuration(text: string): number {
+  const sign = text.startsWith('-') ? -1 : 1;
+  const rest = text.startsWith('-') || text.startsWith('+') ? text.slice(1) : text;
+  if (rest === '0') return 0;
+  if (rest === '') throw new Error(`invalid duration "${text}"`);
+  let total = 0;
+  let pos = 0;
+  while (pos < rest.length) {
+    DURATION_PART.lastIndex = pos;
+    const part = DURATION_PART.exec(rest);
+    if (!part) throw new Error(`invalid duration "${text}"`);
+    total += Number(part[1]) * (DURATION_UNIT_MS[part[2] ?? ''] ?? Number.NaN);
+    pos = DURATION_PART.lastIndex;
+  }
+  return sign * total;
+}
+
+/** The inverse of parseDuration, in the compact form Distribution's docs use ("168h", "1h30m", "10s"). */
+export function formatDuration(ms: number): string {
+  if (ms === 0) return '0s';
+  const sign = ms < 0 ? '-' : '';
+  let rest = Math.abs(ms);
+  let out = '';
+  for (const [unit, size] of [
+    ['h', 3_600_000],
+    ['m', 60_000],
+    ['s', 1000],
+  ] as const) {
+    const n = Math.floor(rest / size);
+    if (n > 0) out += `${n}${unit}`;
+    rest -= n * size;
+  }
+  if (rest > 0) out += `${rest}ms`;
+  return sign + out;
+}
+
+function duration(defaultValue: string) {
+  return z
+    .string({ error: 'expected a duration string such as "10s", "5m" or "168h"' })
+    .transform((text, ctx) => {
+      let ms: number;
+      try {
+        ms = parseDuration(text);
+      } catch {
+        ctx.addIssue({
+          code: 'custom',
+          message: `expected a duration such as "10s", "5m" or "168h", got "${text}"`,
+        });
+        return z.NEVER;
+      }
+      if (ms < 0) ctx.addIssue({ code: 'custom', message: `must not be negative, got "${text}"` });
+      return ms;
+    })
+    .register(fieldInfo, { duration: true })
+    .prefault(defaultValue);
+}
+
+const secret = () => z.string().register(fieldInfo, { secret: true });
+
+const regexString = z.string().refine(
+  (source) => {
+    try {
+      new RegExp(source);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { error: (iss) => `not a valid regular expression: ${JSON.stringify(iss.input)}` },
+);
+
+// "host:port", ":port" or "[v6]:port", as Go's net.Listen takes it.
+const LISTEN_ADDR = /^(\[[0-9a-fA-F:.%\w]+\]|[^:[\]]*):(\d{1,5})$/;
+
+/** Splits `http.addr` into what node's `server.listen` takes; an empty host means every interface. */
+export function parseListenAddress(addr: string): { host: string | undefined; port: number } {
+  const m = LISTEN_ADDR.exec(addr);
+  const port = Number(m?.[2]);
+  if (!m || port > 65535) throw new Error(`invalid listen address "${addr}" (expected host:port or :port)`);
+  const host = (m[1] ?? '').replace(/^\[(.*)\]$/, '$1');
+  return { host: host === '' ? undefined : host, port };
+}
+
+const listenAddress = z.string().refine(
+  (addr) => {
+    try {
+      parseListenAddress(addr);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { error: (iss) => `expected host:port or :port, got ${JSON.stringify(iss.input)}` },
+);
+
+// A driver section may be written empty (`inmemory:`), which YAML reads as null.
+const driverSection = <T extends z.core.$ZodLooseShape>(shape: T) =>
+  z.preprocess((v) => v ?? {}, z.strictObject(shape));
+
+export const STORAGE_DRIVERS = ['filesystem', 'inmemory', 's3'] as const;
+export type StorageDriverName = (typeof STORAGE_DRIVERS)[number];
+
+const filesystemSchema = driverSection({
+  rootdirectory: z.string().min(1).default('./data'),
+  // Distribution's bound on concurrent blocking fs operations; the same floor of 25.
+  maxthreads: z.int().min(25).default(100),
+});
+
+const s3Schema = driverSection({
+  bucket: z.string().min(1),
+  region: z.string().min(1),
+  regionendpoint: z.url().optional(),
+  forcepathstyle: z.boolean().default(false),
+  accesskey: secret().optional(),
+  secretkey: secret().optional(),
+  rootdirectory: z.string().optional(),
+  encrypt: z.boolean().default(false),
+  storageclass: z.string().default('STANDARD'),
+  // S3 rejects multipart parts under 5 MiB; Distribution's default is 10 MiB.
+  chunksize: z
+    .int()
+    .min(5 * 1024 * 1024)
+    .default(10 * 1024 * 1024),
+});
+
+function configuredDrivers(storage: unknown): StorageDriverName[] {
+  const section = storage as Partial<Record<StorageDriverName, unknown>>;
+  return STORAGE_DRIVERS.filter((name) => section[name] !== undefined);
+}
+
+const storageSchema = z
+  .strictObject({
+    filesystem: filesystemSchema.optional(),
+    inmemory: driverSection({}).optional(),
+    s3: s3Schema.optional(),
+    delete: z.strictObject({ enabled: z.boolean().default(false) }).prefault({}),
+    redirect: z.strictObject({ disable: z.boolean().default(false) }).prefault({}),
+    cache: z.strictObject({ blobdescriptor: z.enum(['inmemory']).optional() }).prefault({}),
+    maintenance: z
+      .strictObject({
+        uploadpurging: z
+          .strictObject({
+            enabled: z.boolean().default(true),
+            age: duration('168h'),
+            interval: duration('24h'),
+            dryrun: z.boolean().default(false),
+          })
+          .prefault({}),
+      })
+      .prefault({}),
+  })
+  .refine((storage) => configuredDrivers(storage).length <= 1, {
+    error: (iss) =>
+      `exactly one storage driver must be configured, got ${configuredDrivers(iss.input).join(' and ')}`,
+    // Also when a driver section has errors of its own: two drivers is the mistake to report first.
+    when: (payload) => typeof payload.value === 'object' && payload.value !== null,
+  })
+  // No driver at all means the zero-setup default: the filesystem under ./data.
+  .transform((storage) => {
+    if (configuredDrivers(storage).length > 0) return storage;
+    const { filesystem: _none, ...rest } = storage;
+    return { filesystem: filesystemSchema.parse({}), ...rest };
+  })
+  .prefault({});
+
+export const configSchema = z
+  .strictObject({
+    // YAML reads `version: 0.1` as a number; Distribution writes it that way.
+    version: z
+      .union([z.literal('0.1'), z.literal(0.1)], { error: 'expected version 0.1' })
+      .transform(() => '0.1' as const)
+      .optional(),
+    log: z
+      .strictObject({
+        level: z.enum(['error', 'warn', 'info', 'debug', 'trace']).default('info'),
+        formatter: z.enum(['json', 'text']).default('json'),
+        fields: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).default({}),
+      })
+      .prefault({}),
+    http: z
+      .strictObject({
+        addr: listenAddress.default(':5000'),
+        prefix: z.string().startsWith('/').optional(),
+        host: z.url().optional(),
+        draintimeout: duration('10s'),
+        headers: z.record(z.string(), z.array(z.string())).default({}),
+        debug: z.strictObject({ addr: listenAddress }).optional(),
+        tls: z.strictObject({ certificate: z.string().min(1), key: z.string().min(1) }).optional(),
+      })
+      .prefault({}),
+    storage: storageSchema,
+    validation: z
+      .strictObject({
+        manifests: z
+          .strictObject({
+            // Wharf's own key: the manifest size limit (413 above it). The spec asks for at least 4 MiB.
+            maxsize: z
+              .int()
+              .min(1024)
+              .default(4 * 1024 * 1024),
+            urls: z
+              .strictObject({ allow: z.array(regexString).optional(), deny: z.array(regexString).optional() })
+              .optional(),
+          })
+          .prefault({}),
+      })
+      .prefault({}),
+  })
+  .prefault({});
+
+export type Config = z.output<typeof configSchema>;
+/** What a config file may contain (before defaults and duration parsing). */
+export type ConfigInput = z.input<typeof configSchema>;
+
+export type StorageDriverConfig =
+  | { name: 'filesystem'; params: NonNullable<Config['storage']['filesystem']> }
+  | { name: 'inmemory'; params: NonNullable<Config['storage']['inmemory']> }
+  | { name: 's3'; params: NonNullable<Config['storage']['s3']> };
+
+/** The one configured storage driver (the schema guarantees exactly one). */
+export function storageDriver(storage: Config['storage']): StorageDriverConfig {
+  if (storage.s3) return { name: 's3', params: storage.s3 };
+  if (storage.inmemory) return { name: 'inmemory', params: storage.inmemory };
+  return { name: 'filesystem', params: storage.filesystem ?? filesystemSchema.parse({}) };
+}
+
+/**
+ * Keys that CNCF Distribution's config.yml has and Wharf does not implement yet. They are removed
+ * before validation with a warning, so existing configs still load. A key here also covers its children.
+ */
+export const DISTRIBUTION_ONLY_KEYS: readonly string[] = [
+  'loglevel',
+  'log.accesslog',
+  'log.hooks',
+  'auth',
+  'middleware',
+  'catalog',
+  'tags',
+  'notifications',
+  'redis',
+  'health',
+  'proxy',
+  'reporting',
+  'compatibility',
+  'http.net',
+  'http.secret',
+  'http.relativeurls',
+  'http.http2',
+  'http.h2c',
+  'http.tls.clientcas',
+  'http.tls.clientauth',
+  'http.tls.minimumtls',
+  'http.tls.ciphersuites',
+  'http.tls.letsencrypt',
+  'http.debug.prometheus',
+  'storage.tag',
+  'storage.cache.blobdescriptorsize',
+  'storage.maintenance.readonly',
+  ...[
+    'redirectendpoint',
+    'keyid',
+    'secure',
+    'skipverify',
+    'v4auth',
+    'multipartcopychunksize',
+    'multipartcopymaxconcurrency',
+    'multipartcopythresholdsize',
+    'useragent',
+    'usedualstack',
+    'accelerate',
+    'usefipsendpoint',
+    'objectacl',
+    'loglevel',
+    'sessiontoken',
+  ].map((key) => `storage.s3.${key}`),
+  'validation.enabled',
+  'validation.disabled',
+  'validation.manifests.indexes',
+];
+
+/** Why ignoring a key changes what the registry does, where that matters for safety. */
+export const DISTRIBUTION_ONLY_CONSEQUENCES: Readonly<Record<string, string>> = {
+  'storage.maintenance.readonly': 'read-only mode is not available, writes are accepted',
+  'http.tls.clientcas': 'client certificates are not checked',
+};
+
+/**
+ * Distribution keys whose absence would be unsafe: ignoring them would open the registry, so a config
+ * that sets them is refused until Wharf implements them.
+ */
+export const DISTRIBUTION_ONLY_REFUSED: Readonly<Record<string, string>> = {
+  auth:
+    'authentication is not implemented yet; Wharf refuses to start rather than serve everyone ' +
+    '(remove the auth section to run an open registry)',
+};
+
+/** Values Distribution accepts that Wharf maps onto its nearest equivalent, with a warning. */
+export const DISTRIBUTION_VALUE_ALIASES: readonly { path: string; from: string; to: string }[] = [
+  { path: 'log.formatter', from: 'logstash', to: 'json' },
+  { path: 'storage.cache.blobdescriptor', from: 'redis', to: 'inmemory' },
+];
+
+/** Storage drivers Distribution has and Wharf does not: a config naming one cannot be served. */
+export const DISTRIBUTION_ONLY_DRIVERS: readonly string[] = ['azure', 'gcs', 'swift', 'oss'];

@@ -1,0 +1,32 @@
+import { pino, type DestinationStream, type Logger } from 'pino';
+import pretty from 'pino-pretty';
+import type { Config } from '../config/schema.js';
+
+export type { Logger };
+
+// Credentials must never reach a log line, whoever logs the object that holds them.
+const REDACT_PATHS = [
+  'req.headers.authorization',
+  'req.headers.cookie',
+  'res.headers["set-cookie"]',
+  ...['password', 'secret', 'secretkey', 'accesskey', 'token'].flatMap((key) => [key, `*.${key}`]),
+];
+
+/**
+ * The process logger: JSON lines (stdout unless `destination` is given), or human-readable lines
+ * with `formatter: text`. pino-pretty runs in-process as a stream, so no worker thread is started.
+ */
+export function createLogger(cfg: Config['log'], opts: { destination?: DestinationStream } = {}): Logger {
+  const options = {
+    level: cfg.level,
+    base: { pid: process.pid, ...cfg.fields },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+  };
+  if (cfg.formatter === 'text') {
+    const destination = opts.destination ?? process.stdout;
+    const colorize = opts.destination === undefined && process.stdout.isTTY;
+    return pino(options, pretty({ destination, colorize, sync: true, ignore: 'pid,hostname' }));
+  }
+  return opts.destination ? pino(options, opts.destination) : pino(options);
+}
