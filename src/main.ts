@@ -4,7 +4,9 @@ import type { Logger } from 'pino';
 import { parseListenAddress, type Config } from '../config/schema.js';
 import { createDriver } from '../storage-drivers/index.js';
 import { createApp } from './http/app.js';
+import { notYetImplemented } from './not-yet-implemented.js';
 import { createRegistry } from './registry/registry.js';
+import { scheduleUploadPurge } from './upload-purge-schedule.js';
 
 export interface RunningServer {
   /** `host:port` the server listens on. */
@@ -15,12 +17,21 @@ export interface RunningServer {
 
 /** The composition root: config → driver → registry core → koa app → HTTP server. */
 export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
+  const pending = notYetImplemented(config);
+  for (const warning of pending.warnings) logger.warn({ warning }, 'config warning');
+  if (pending.errors.length > 0) throw new Error(pending.errors.join('; '));
+
   const driver = createDriver(config.storage);
   const registry = createRegistry(driver, {
     manifestMaxSize: config.validation.manifests.maxsize,
     deleteEnabled: config.storage.delete.enabled,
   });
-  const app = createApp({ registry, logger });
+  const app = createApp({
+    registry,
+    logger,
+    responseHeaders: config.http.headers,
+    ...(config.http.host !== undefined && { externalURL: config.http.host }),
+  });
   const handle = app.callback();
   const server = createServer((req, res) => {
     void handle(req, res);
@@ -37,10 +48,18 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       resolve();
     });
   });
+  const purging = config.storage.maintenance.uploadpurging;
+  const stopPurge = purging.enabled ? scheduleUploadPurge(driver, purging, logger) : () => undefined;
   const bound = server.address() as AddressInfo;
   const address = `${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}`;
   logger.info({ address, driver: driver.name }, 'listening');
-  return { address, close: () => drain(server, config.http.draintimeout) };
+  return {
+    address,
+    close: async () => {
+      stopPurge();
+      await drain(server, config.http.draintimeout);
+    },
+  };
 }
 
 async function drain(server: Server, timeoutMs: number): Promise<void> {

@@ -12,12 +12,16 @@
  * path; `InvalidOffsetError` for a reader offset past the end; anything else is `StorageDriverError`
  * wrapping the backend's error as `cause`.
  *
+ * Where a kind of path is wrong for a method (`list`/`walk` on a file, `getContent`/`reader`/`move` of a
+ * directory) the answer is `PathNotFoundError`. Errors thrown by a `walk` callback reach the caller as they are.
+ *
  * Directories are implicit: writing `/a/b/c` makes `/a` and `/a/b` exist for `list`, `stat` and `walk`;
  * deleting the last file under a directory makes the directory disappear (object stores behave so,
  * and the filesystem driver prunes empty parents to match).
  */
 import type { Readable, Writable } from 'node:stream';
 
+/** The characters a path may hold; `base.ts` additionally rejects `.` and `..` components. */
 export const PATH_PATTERN = /^(\/[A-Za-z0-9._:-]+)+$/;
 
 export interface FileInfo {
@@ -54,12 +58,16 @@ export interface ReadOptions {
   readonly length?: number;
 }
 
+/** `'skip'` not to descend into a directory; nothing (undefined) to go on. */
+export type WalkDecision = 'skip' | undefined;
+
 export interface WalkOptions {
   /**
-   * Called for every file and directory below the start path, in lexical order, depth first
-   * (a directory before its children). Return `'skip'` for a directory to not descend into it.
+   * Called for every file and directory below the start path, depth first, siblings in lexical order of
+   * their names, a directory before its children (so `a`, `a/x`, `a-b`; an object store listing flat keys
+   * must reorder). Return `'skip'` for a directory to not descend into it.
    */
-  readonly onEntry: (info: FileInfo) => Promise<'skip' | void> | 'skip' | void;
+  readonly onEntry: (info: FileInfo) => Promise<WalkDecision> | WalkDecision;
 }
 
 export interface StorageDriver {

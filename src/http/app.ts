@@ -15,6 +15,10 @@ import { uploadRoutes } from './routes/uploads.js';
 export interface AppDeps {
   readonly registry: Registry;
   readonly logger: Logger;
+  /** `http.headers`: added to every response. */
+  readonly responseHeaders?: Record<string, string[]>;
+  /** `http.host`: the registry's external URL; Location headers are made absolute with it. */
+  readonly externalURL?: string;
 }
 
 /** Per-request state: a child logger that carries the request id. */
@@ -22,12 +26,13 @@ export interface AppState {
   log: Logger;
 }
 
-export function createApp({ registry, logger }: AppDeps): Koa<AppState> {
+export function createApp({ registry, logger, responseHeaders = {}, externalURL }: AppDeps): Koa<AppState> {
   const app = new Koa<AppState>();
   app.proxy = true;
   // koa's own error printing is off: errorMiddleware answers and logs everything.
   app.silent = true;
 
+  const externalBase = externalURL?.replace(/\/+$/, '');
   const router = new Router();
   baseRoutes(router);
   catalogRoutes(router, registry);
@@ -44,7 +49,12 @@ export function createApp({ registry, logger }: AppDeps): Koa<AppState> {
     ctx.state.log = logger.child({ reqId: requestId });
     ctx.set('X-Request-Id', requestId);
     ctx.set('Docker-Distribution-API-Version', 'registry/2.0');
+    for (const [header, values] of Object.entries(responseHeaders)) ctx.set(header, values);
     await next();
+    const location: unknown = ctx.response.get('Location');
+    if (externalBase !== undefined && typeof location === 'string' && location.startsWith('/')) {
+      ctx.set('Location', `${externalBase}${location}`);
+    }
     ctx.state.log.info(
       {
         method: ctx.method,

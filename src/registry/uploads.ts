@@ -72,6 +72,9 @@ export class UploadStore {
   async complete(name: string, id: string, expected: Digest, body?: Readable): Promise<BlobDescriptor> {
     return this.locks.run(id, async () => {
       const size = body ? await this.appendLocked(name, id, body) : await this.size(name, id);
+      // Finalise the data (an object store completes its multipart upload here) before reading or moving it.
+      if (size > 0)
+        await (await this.driver.writer(pathFor({ kind: 'uploadData', name, id }), true)).commit();
       const actual = await this.digestOf(name, id, size, expected.algorithm);
       if (!sameDigest(actual, expected)) {
         // The bytes can never become the blob the client named; keep nothing of them.

@@ -18,6 +18,8 @@ export interface TestAppOptions {
   readonly deleteEnabled?: boolean;
   readonly manifestMaxSize?: number;
   readonly driver?: StorageDriver;
+  readonly responseHeaders?: Record<string, string[]>;
+  readonly externalURL?: string;
 }
 
 /** The assembled app on the in-memory driver, as integration tests use it with supertest. */
@@ -28,7 +30,12 @@ export function createTestApp(opts: TestAppOptions = {}): Promise<TestApp> {
     manifestMaxSize: opts.manifestMaxSize ?? 4 * 1024 * 1024,
   });
   const logger = pino({ level: process.env.WHARF_TEST_LOG_LEVEL ?? 'silent' });
-  const app = createApp({ registry, logger });
+  const app = createApp({
+    registry,
+    logger,
+    ...(opts.responseHeaders && { responseHeaders: opts.responseHeaders }),
+    ...(opts.externalURL !== undefined && { externalURL: opts.externalURL }),
+  });
   const handle = app.callback();
   const server = createServer((req, res) => {
     void handle(req, res);

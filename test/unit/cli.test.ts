@@ -61,7 +61,7 @@ describe('wharf config check', () => {
     const file = writeTemp(
       [
         'version: 0.1',
-        'auth: {htpasswd: {realm: r, path: /p}}',
+        'redis: {addr: localhost:6379}',
         'storage:',
         '  s3: {bucket: b, region: r, secretkey: hunter2}',
       ].join('\n'),
@@ -74,7 +74,7 @@ describe('wharf config check', () => {
     const doc = YAML.parse(stdout) as { http: { addr: string }; storage: { s3: { secretkey: string } } };
     assert.equal(doc.http.addr, ':6000');
     assert.equal(doc.storage.s3.secretkey, '********');
-    assert.match(stderr, /warning: config key auth is not supported yet and is ignored/);
+    assert.match(stderr, /warning: config key redis is not supported yet and is ignored/);
   });
 
   test('WHARF_CONFIG names the file when --config is absent', async () => {

@@ -99,14 +99,7 @@ describe('config/examples', () => {
       file: join(examplesDir, 'distribution-compatible.yaml'),
       env: {},
     });
-    for (const key of [
-      'notifications',
-      'redis',
-      'health',
-      'http.secret',
-      'storage.tag',
-      'log.accesslog',
-    ]) {
+    for (const key of ['notifications', 'redis', 'health', 'http.secret', 'storage.tag', 'log.accesslog']) {
       assert.ok(
         warnings.some((w) => w.startsWith(`config key ${key} is not supported yet and is ignored`)),
         `no warning for ${key}: ${warnings.join('\n')}`,

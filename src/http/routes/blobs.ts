@@ -56,6 +56,6 @@ export function blobRoutes(router: Router, registry: Registry): void {
     await registry.blobs.unlink(name, digest);
     ctx.status = 202;
     ctx.set('Docker-Content-Digest', digest.toString());
-    ctx.length = 0;
+    ctx.body = '';
   });
 }

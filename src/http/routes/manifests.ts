@@ -32,7 +32,7 @@ export function manifestRoutes(router: Router, registry: Registry): void {
     ctx.set('Location', `/v2/${name}/manifests/${result.digest.toString()}`);
     ctx.set('Docker-Content-Digest', result.digest.toString());
     if (result.subject) ctx.set('OCI-Subject', result.subject.toString());
-    ctx.length = 0;
+    ctx.body = '';
   });
 
   router.delete('/v2/*name/manifests/:reference', async (ctx) => {
@@ -41,6 +41,6 @@ export function manifestRoutes(router: Router, registry: Registry): void {
     if (!registry.options.deleteEnabled) throw new UnsupportedError('deletes are disabled on this registry');
     await registry.manifests.delete(name, reference);
     ctx.status = 202;
-    ctx.length = 0;
+    ctx.body = '';
   });
 }

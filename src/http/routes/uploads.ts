@@ -16,14 +16,14 @@ function describeSession(ctx: Context, name: string, id: string, size: number): 
   ctx.set('Location', uploadLocation(name, id));
   ctx.set('Range', `0-${size > 0 ? size - 1 : 0}`);
   ctx.set('Docker-Upload-UUID', id);
-  ctx.length = 0;
+  ctx.body = '';
 }
 
 function blobCreated(ctx: Context, name: string, digest: string): void {
   ctx.status = 201;
   ctx.set('Location', `/v2/${name}/blobs/${digest}`);
   ctx.set('Docker-Content-Digest', digest);
-  ctx.length = 0;
+  ctx.body = '';
 }
 
 /** The chunk's start from `Content-Range`, checked against `Content-Length` when both are given. */
@@ -112,6 +112,6 @@ export function uploadRoutes(router: Router, registry: Registry): void {
     const name = nameParam(ctx);
     await registry.uploads.cancel(name, uploadIdParam(ctx));
     ctx.status = 204;
-    ctx.length = 0;
+    ctx.body = '';
   });
 }

@@ -1,0 +1,1 @@
+export { runDriverContractSuite, type DriverSetup } from './suite.js';
