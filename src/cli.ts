@@ -3,6 +3,10 @@ import { Command } from 'commander';
 import { ConfigError, loadConfig, renderConfig, type LoadedConfig } from '../config/load.js';
 import { createLogger } from './log.js';
 
+// Wharf supports Node 20 on purpose; the AWS SDK's notice about its future Node 22 requirement would
+// only alarm operators. Set before the server (and so the SDK) is loaded below.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
 // How long after http.draintimeout a shutdown may still take before the process gives up on it.
 const SHUTDOWN_GRACE_MS = 5000;
 

@@ -246,10 +246,7 @@ void describe('createDriver', () => {
   });
 
   void test('explains what is wrong with the storage section', () => {
-    assert.throws(
-      () => createDriver({ s3: { bucket: 'b' } }),
-      /the s3 driver is not available in this build yet/,
-    );
+    assert.throws(() => createDriver({ s3: {} }), /storage\.s3: bucket/);
     assert.throws(() => createDriver({}), /exactly one driver.*found none/);
     assert.throws(
       () => createDriver({ inmemory: {}, filesystem: { rootdirectory: '/x' } }),
