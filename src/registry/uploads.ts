@@ -72,18 +72,27 @@ export class UploadStore {
   async complete(name: string, id: string, expected: Digest, body?: Readable): Promise<BlobDescriptor> {
     return this.locks.run(id, async () => {
       const size = body ? await this.appendLocked(name, id, body) : await this.size(name, id);
-      // Finalise the data (an object store completes its multipart upload here) before reading or moving it.
-      if (size > 0)
-        await (await this.driver.writer(pathFor({ kind: 'uploadData', name, id }), true)).commit();
-      const actual = await this.digestOf(name, id, size, expected.algorithm);
+      const data = pathFor({ kind: 'uploadData', name, id });
+      let committed = size === 0;
+      // Finalises the data (an object store completes its multipart upload) before it is read or moved.
+      const commit = async (): Promise<void> => {
+        if (committed) return;
+        await (await this.driver.writer(data, true)).commit();
+        committed = true;
+      };
+      let actual = this.digestFromState(name, id, size, expected.algorithm);
+      if (!actual) {
+        await commit();
+        actual = await this.digestByReading(name, id, size, expected.algorithm);
+      }
       if (!sameDigest(actual, expected)) {
         // The bytes can never become the blob the client named; keep nothing of them.
         await this.cancelLocked(name, id);
         throw new DigestInvalidError(undefined, { expected: expected.toString(), actual: actual.toString() });
       }
-      // Deduplication: when the blob exists already, the uploaded copy is dropped below.
+      // Deduplication: when the blob exists already, the uploaded copy is dropped (never made durable).
       if (!(await this.blobs.statGlobal(actual))) {
-        const data = pathFor({ kind: 'uploadData', name, id });
+        await commit();
         if (size > 0) await this.driver.move(data, pathFor({ kind: 'blobData', digest: actual }));
         else await this.blobs.putSmall(actual, Buffer.alloc(0));
       }
@@ -138,19 +147,30 @@ export class UploadStore {
     return size + written;
   }
 
-  private async digestOf(
+  /** The digest from the running hash, when this process saw every byte. */
+  private digestFromState(
+    name: string,
+    id: string,
+    size: number,
+    algorithm: DigestAlgorithm,
+  ): Digest | undefined {
+    const state = this.hashes.get(`${name}/${id}`);
+    if (state?.algorithm !== algorithm || state.offset !== size) return undefined;
+    return digestOfHash(algorithm, state.hash.copy());
+  }
+
+  /** The digest by reading back what this process did not see (another replica, a restart, a broken chunk). */
+  private async digestByReading(
     name: string,
     id: string,
     size: number,
     algorithm: DigestAlgorithm,
   ): Promise<Digest> {
-    const key = `${name}/${id}`;
-    const state = this.hashes.get(key);
+    const state = this.hashes.get(`${name}/${id}`);
     const usable = state?.algorithm === algorithm && state.offset <= size ? state : undefined;
     const hash = usable ? usable.hash.copy() : newHasher(algorithm);
     const from = usable ? usable.offset : 0;
     if (from < size) {
-      // Bytes this process did not see: read them back from storage.
       const stream = await this.driver.reader(pathFor({ kind: 'uploadData', name, id }), { offset: from });
       for await (const chunk of stream as AsyncIterable<Buffer>) hash.update(chunk);
     }

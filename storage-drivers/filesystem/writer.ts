@@ -26,7 +26,8 @@ export class FilesystemWriter extends Writable implements FileWriter {
     private readonly fullPath: string,
     private readonly hooks: FilesystemWriterHooks,
   ) {
-    super({ highWaterMark: 1 << 20 });
+    // Room for the socket to keep delivering while a write is in the thread pool.
+    super({ highWaterMark: 8 << 20 });
     this.#handle = handle;
     this.#size = size;
   }
