@@ -1,6 +1,13 @@
 import type { Router, RouterMiddleware } from '@koa/router';
 import type { Context } from 'koa';
-import { BlobUploadInvalidError, ChunkOutOfOrderError, SizeInvalidError } from '../../registry/errors.js';
+import type { BlobDescriptor } from '../../registry/blobs.js';
+import type { Digest } from '../../registry/digest.js';
+import {
+  BlobUnknownError,
+  BlobUploadInvalidError,
+  ChunkOutOfOrderError,
+  SizeInvalidError,
+} from '../../registry/errors.js';
 import type { Registry } from '../../registry/registry.js';
 import { isValidName } from '../../registry/names.js';
 import { hasBody } from '../body.js';
@@ -41,6 +48,20 @@ function chunkStart(ctx: Context): number | undefined {
   return range.start;
 }
 
+/** The blob if repository `name` holds it; storage failures still propagate. */
+async function linkedBlob(
+  registry: Registry,
+  name: string,
+  digest: Digest,
+): Promise<BlobDescriptor | undefined> {
+  try {
+    return await registry.blobs.stat(name, digest);
+  } catch (err) {
+    if (err instanceof BlobUnknownError) return undefined;
+    throw err;
+  }
+}
+
 export function uploadRoutes(router: Router, registry: Registry): void {
   const startUpload: RouterMiddleware = async (ctx) => {
     const name = nameParam(ctx);
@@ -53,7 +74,7 @@ export function uploadRoutes(router: Router, registry: Registry): void {
         from === undefined
           ? await registry.blobs.statGlobal(digest)
           : isValidName(from)
-            ? await registry.blobs.stat(from, digest).catch(() => undefined)
+            ? await linkedBlob(registry, from, digest)
             : undefined;
       if (source) {
         await registry.blobs.link(name, digest);
