@@ -23,14 +23,16 @@ import {
 /** A section that cannot run on this machine (no dockerd): reported, not a failure. */
 class SectionSkipped extends Error {}
 
-const SECTIONS = ['push', 'pull', 'manifest', 'docker', 'memory'] as const;
+const SECTIONS = ['push', 'pull', 'manifest', 'docker', 'memory', 'requests'] as const;
 type Section = (typeof SECTIONS)[number];
 
 const USAGE = `usage: npm run bench -- [options]
-  --only LIST            sections to run, of ${SECTIONS.join(',')} (default: all)
-  --size-mib N           blob size for push/pull (default 256)
+  --storage filesystem|s3  s3: both registries on the S3 server in TEST_S3_* (test/s3/start-rgw.sh), each
+                         in its own bucket, plus Wharf on the filesystem for the S3/fs ratio (see bench/README.md)
+  --only LIST            sections to run, of ${SECTIONS.join(',')} (default: all; requests: S3 only)
+  --size-mib N           blob size for push/pull (default 256; 64 on s3: RGW's memstore holds it all in RAM)
   --chunk-mib N          PATCH size for the chunked push (default 16)
-  --memory-mib N         blob size for the memory section (default 1024)
+  --memory-mib N         blob size for the memory section (default 1024; 256 on s3)
   --reps N               pushes per registry and mode (default 3)
   --pull-reps N          blob pulls per registry (default 5)
   --duration S           seconds of manifest load per registry and kind (default 10)
@@ -58,9 +60,11 @@ function parse(): {
   wharfFrom: 'dist' | 'source';
   build: boolean;
   distributionCache: boolean;
+  storage: 'filesystem' | 's3';
 } {
   const { values } = parseArgs({
     options: {
+      storage: { type: 'string' },
       only: { type: 'string' },
       'size-mib': { type: 'string' },
       'chunk-mib': { type: 'string' },
@@ -98,14 +102,18 @@ function parse(): {
     }
     return items as T[];
   };
+  const storage = values.storage ?? 'filesystem';
+  if (storage !== 'filesystem' && storage !== 's3')
+    throw new Error(`--storage must be filesystem or s3, got ${storage}`);
+  const s3 = storage === 's3';
   const from = values['wharf-from'] ?? 'dist';
   if (from !== 'dist' && from !== 'source')
     throw new Error(`--wharf-from must be dist or source, got ${from}`);
   return {
     sections: new Set(list('only', values.only, SECTIONS)),
-    sizeMiB: positive('size-mib', values['size-mib'], 256),
+    sizeMiB: positive('size-mib', values['size-mib'], s3 ? 64 : 256),
     chunkMiB: positive('chunk-mib', values['chunk-mib'], 16),
-    memoryMiB: positive('memory-mib', values['memory-mib'], 1024),
+    memoryMiB: positive('memory-mib', values['memory-mib'], s3 ? 256 : 1024),
     reps: Math.round(positive('reps', values.reps, 3)),
     pullReps: Math.round(positive('pull-reps', values['pull-reps'], 5)),
     duration: positive('duration', values.duration, 10),
@@ -116,6 +124,7 @@ function parse(): {
     wharfFrom: from,
     build: values['no-build'] !== true,
     distributionCache: values['distribution-no-cache'] !== true,
+    storage,
   };
 }
 
@@ -127,11 +136,20 @@ async function main(): Promise<void> {
     'npm run bench',
     ...(process.argv.length > 2 ? ['--', ...process.argv.slice(2)] : []),
   ].join(' ');
+  const load = detectLoadTool();
+  if (opts.storage === 's3') {
+    // Loaded only here: it loads the AWS SDK, whose notice about Node 22 is noise (as in src/cli.ts).
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+    const { benchS3 } = await import('./s3.js');
+    process.exitCode = await benchS3({ ...opts, command, loadTool: load });
+    return;
+  }
   const loadStart = loadavg();
   const otherLoad = watchOtherLoad();
   process.stdout.write(`${command}\n`);
 
-  const load = detectLoadTool();
+  if (opts.sections.has('requests') && process.argv.some((a) => a.startsWith('--only')))
+    process.stdout.write('NOTE: the requests section counts S3 requests; it runs with --storage s3\n');
   if (load.message !== undefined && opts.sections.has('manifest'))
     process.stdout.write(`NOTE: ${load.message}\n`);
 

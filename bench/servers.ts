@@ -50,7 +50,7 @@ function inheritedEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
-interface Spawned {
+export interface Spawned {
   command: string;
   args: string[];
   env: NodeJS.ProcessEnv;
@@ -59,7 +59,7 @@ interface Spawned {
   cleanup: () => Promise<void>;
 }
 
-async function spawnRegistry(spec: Spawned): Promise<RunningServer> {
+export async function spawnRegistry(spec: Spawned): Promise<RunningServer> {
   const child = spawn(spec.command, spec.args, {
     cwd: repoRoot,
     env: spec.env,
@@ -154,7 +154,7 @@ export async function startBenchDistribution(cache: boolean): Promise<Registry> 
 const builtCli = join(repoRoot, 'dist/src/cli.js');
 
 /** Builds dist/ if asked; returns a note when the built CLI cannot be used. */
-function prepareDist(build: boolean): string | undefined {
+export function prepareDist(build: boolean): string | undefined {
   if (build) {
     process.stdout.write('building Wharf (npm run build) ...\n');
     const result = spawnSync('npm', ['run', 'build'], { cwd: repoRoot, encoding: 'utf8' });

@@ -62,6 +62,10 @@ export function formatDuration(ms: number): string {
 }
 
 function duration(defaultValue: string) {
+  return durationValue().prefault(defaultValue);
+}
+
+function durationValue() {
   return z
     .string({ error: 'expected a duration string such as "10s", "5m" or "168h"' })
     .transform((text, ctx) => {
@@ -78,9 +82,10 @@ function duration(defaultValue: string) {
       if (ms < 0) ctx.addIssue({ code: 'custom', message: `must not be negative, got "${text}"` });
       return ms;
     })
-    .register(fieldInfo, { duration: true })
-    .prefault(defaultValue);
+    .register(fieldInfo, { duration: true });
 }
+
+const DEFAULT_GC_GRACE = '1h';
 
 const secret = () => z.string().register(fieldInfo, { secret: true });
 
@@ -190,6 +195,116 @@ const storageSchema = z
   })
   .prefault({});
 
+export const ACCESS_ACTIONS = ['pull', 'push', 'delete'] as const;
+export type AccessAction = (typeof ACCESS_ACTIONS)[number];
+/** What the token verifier accepts (Distribution 3's `signingalgorithms`); never `none` or HMAC. */
+export const TOKEN_ALGORITHMS = [
+  ...['ES256', 'ES384', 'ES512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512'],
+  'EdDSA',
+] as const;
+
+// A repository glob: `*` stays inside one path component, `**` crosses them (src/auth/access.ts).
+const repositoryGlob = z
+  .string()
+  .regex(/^[a-z0-9._/*-]+$/, { error: (iss) => `not a repository glob: ${JSON.stringify(iss.input)}` });
+
+// Distribution's `auth` keys (htpasswd, token) plus Wharf's token server, access rules and login limits.
+const authSchema = z
+  .strictObject({
+    htpasswd: z.strictObject({ realm: z.string().min(1), path: z.string().min(1) }).optional(),
+    token: z
+      .strictObject({
+        realm: z.url().optional(),
+        service: z.string().min(1),
+        issuer: z.string().min(1),
+        rootcertbundle: z.string().min(1).optional(),
+        jwks: z.string().min(1).optional(),
+        signingalgorithms: z.array(z.enum(TOKEN_ALGORITHMS)).min(1).optional(),
+      })
+      .optional(),
+    tokenserver: z
+      .strictObject({
+        enabled: z.boolean().default(false),
+        /** The users the token server authenticates (bcrypt htpasswd). */
+        htpasswd: z.string().min(1).optional(),
+        /** PEM private key or private JWK (EC P-256/P-384, RSA, Ed25519). */
+        signingkey: z.string().min(1).optional(),
+        issuer: z.string().min(1).optional(),
+        service: z.string().min(1).optional(),
+        expiration: duration('5m'),
+      })
+      .optional(),
+    access: z
+      .strictObject({
+        groups: z.record(z.string(), z.array(z.string().min(1))).default({}),
+        rules: z
+          .array(
+            z.strictObject({
+              repositories: z.array(repositoryGlob).min(1),
+              users: z.array(z.string().min(1)).default([]),
+              groups: z.array(z.string().min(1)).default([]),
+              actions: z.array(z.enum(ACCESS_ACTIONS)).default([]),
+              /** Anyone, without credentials, may pull these repositories. */
+              anonymous: z.boolean().default(false),
+            }),
+          )
+          .default([]),
+      })
+      .optional(),
+    ratelimit: z
+      .strictObject({
+        peruser: z.int().min(1).default(10),
+        peraddress: z.int().min(1).default(50),
+        window: duration('5m'),
+      })
+      .prefault({}),
+  })
+  .superRefine((auth, ctx) => {
+    const problem = (path: string[], message: string) => {
+      ctx.addIssue({ code: 'custom', path, message });
+    };
+    const server = auth.tokenserver?.enabled === true ? auth.tokenserver : undefined;
+    if (server) {
+      if (server.htpasswd === undefined) problem(['tokenserver', 'htpasswd'], 'required when enabled');
+      if (server.signingkey === undefined) problem(['tokenserver', 'signingkey'], 'required when enabled');
+      if (auth.htpasswd) {
+        problem(
+          ['htpasswd'],
+          'with the token server on, the registry takes tokens; its users go in auth.tokenserver.htpasswd',
+        );
+      }
+      for (const key of ['issuer', 'service'] as const) {
+        const own = server[key];
+        const verified = auth.token?.[key];
+        if (own !== undefined && verified !== undefined && own !== verified) {
+          problem(
+            ['tokenserver', key],
+            `must equal auth.token.${key} ("${verified}"), or the registry refuses its tokens`,
+          );
+        }
+      }
+    } else {
+      if (auth.htpasswd && auth.token) problem([], 'configure exactly one of auth.htpasswd and auth.token');
+      if (!auth.htpasswd && !auth.token) {
+        problem([], 'configure auth.htpasswd, auth.token or auth.tokenserver (or remove the auth section)');
+      }
+      if (auth.token) {
+        if (auth.token.realm === undefined) problem(['token', 'realm'], 'required (the token server URL)');
+        if (auth.token.rootcertbundle === undefined && auth.token.jwks === undefined) {
+          problem(['token'], 'rootcertbundle or jwks is required to verify tokens');
+        }
+      }
+    }
+    const groups = auth.access?.groups ?? {};
+    for (const [i, rule] of (auth.access?.rules ?? []).entries()) {
+      for (const group of rule.groups) {
+        if (!(group in groups)) problem(['access', 'rules', String(i), 'groups'], `unknown group "${group}"`);
+      }
+    }
+  });
+
+export type AuthConfig = z.output<typeof authSchema>;
+
 export const configSchema = z
   .strictObject({
     // YAML reads `version: 0.1` as a number; Distribution writes it that way.
@@ -216,6 +331,16 @@ export const configSchema = z
       })
       .prefault({}),
     storage: storageSchema,
+    auth: authSchema.optional(),
+    // Wharf's own section: online garbage collection (src/gc/collect.ts). Absent means the defaults
+    // below and no schedule; `wharf gc` runs it once either way.
+    gc: z
+      .strictObject({
+        interval: durationValue().optional(),
+        grace: duration(DEFAULT_GC_GRACE),
+        deleteuntagged: z.boolean().default(false),
+      })
+      .optional(),
     validation: z
       .strictObject({
         manifests: z
@@ -236,6 +361,22 @@ export const configSchema = z
   .prefault({});
 
 export type Config = z.output<typeof configSchema>;
+
+export interface GcSettings {
+  /** Milliseconds between scheduled runs; undefined: the server schedules none. */
+  readonly interval: number | undefined;
+  readonly grace: number;
+  readonly deleteuntagged: boolean;
+}
+
+/** The `gc` section with its defaults applied (the section is optional). */
+export function gcSettings(config: Config): GcSettings {
+  return {
+    interval: config.gc?.interval,
+    grace: config.gc?.grace ?? parseDuration(DEFAULT_GC_GRACE),
+    deleteuntagged: config.gc?.deleteuntagged ?? false,
+  };
+}
 /** What a config file may contain (before defaults and duration parsing). */
 export type ConfigInput = z.input<typeof configSchema>;
 
@@ -259,7 +400,9 @@ export const DISTRIBUTION_ONLY_KEYS: readonly string[] = [
   'loglevel',
   'log.accesslog',
   'log.hooks',
-  'auth',
+  'auth.silly',
+  'auth.token.autoredirect',
+  'auth.token.autoredirectpath',
   'middleware',
   'catalog',
   'tags',
@@ -316,9 +459,8 @@ export const DISTRIBUTION_ONLY_CONSEQUENCES: Readonly<Record<string, string>> = 
  * that sets them is refused until Wharf implements them.
  */
 export const DISTRIBUTION_ONLY_REFUSED: Readonly<Record<string, string>> = {
-  auth:
-    'authentication is not implemented yet; Wharf refuses to start rather than serve everyone ' +
-    '(remove the auth section to run an open registry)',
+  'auth.silly':
+    'the silly access controller admits any credentials; use auth.htpasswd, auth.token or auth.tokenserver',
 };
 
 /** Values Distribution accepts that Wharf maps onto its nearest equivalent, with a warning. */

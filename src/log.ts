@@ -7,9 +7,13 @@ export type { Logger };
 // Credentials must never reach a log line, whoever logs the object that holds them.
 const REDACT_PATHS = [
   'req.headers.authorization',
+  'req.headers["proxy-authorization"]',
   'req.headers.cookie',
   'res.headers["set-cookie"]',
-  ...['password', 'secret', 'secretkey', 'accesskey', 'token'].flatMap((key) => [key, `*.${key}`]),
+  'headers.authorization',
+  ...['password', 'secret', 'secretkey', 'accesskey', 'token', 'access_token', 'authorization'].flatMap(
+    (key) => [key, `*.${key}`],
+  ),
 ];
 
 /**

@@ -1,9 +1,13 @@
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { parseListenAddress, type Config } from '../config/schema.js';
-import { createDriver } from '../storage-drivers/index.js';
+import { gcSettings, parseListenAddress, type Config } from '../config/schema.js';
+import { createDriver, PathNotFoundError } from '../storage-drivers/index.js';
+import { scheduleGc } from './gc/schedule.js';
+import { newGcStatus, type GcStatus } from './gc/summary.js';
+import { createAuth } from './auth/auth.js';
 import { createApp } from './http/app.js';
+import { createHttpServer } from './http/tls.js';
 import { notYetImplemented } from './not-yet-implemented.js';
 import { createRegistry } from './registry/registry.js';
 import { scheduleUploadPurge } from './upload-purge-schedule.js';
@@ -11,6 +15,8 @@ import { scheduleUploadPurge } from './upload-purge-schedule.js';
 export interface RunningServer {
   /** `host:port` the server listens on. */
   readonly address: string;
+  /** Scheduled garbage collection: running now, the last run's summary (for metrics, issue 7). */
+  readonly gc: GcStatus;
   /** Stops accepting, lets in-flight requests finish up to `http.draintimeout`, then closes the rest. */
   close(): Promise<void>;
 }
@@ -22,23 +28,33 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   if (pending.errors.length > 0) throw new Error(pending.errors.join('; '));
 
   const driver = createDriver(config.storage);
+  // Fail at start-up, in one line, when the storage cannot be reached (dead endpoint, bucket, credentials).
+  await driver.stat('/').catch((err: unknown) => {
+    if (err instanceof PathNotFoundError) return;
+    // No `cause`: the driver's message says it all, and the logger would repeat it once per cause.
+    const detail = err instanceof Error ? err.message : String(err);
+    throw new Error(`storage ${driver.name} is not usable: ${detail}`);
+  });
   const registry = createRegistry(driver, {
     manifestMaxSize: config.validation.manifests.maxsize,
     deleteEnabled: config.storage.delete.enabled,
   });
+  const externalURL = config.http.host;
+  const auth = config.auth
+    ? await createAuth(config.auth, { driver, logger, ...(externalURL !== undefined && { externalURL }) })
+    : undefined;
   const app = createApp({
     registry,
     logger,
     responseHeaders: config.http.headers,
-    ...(config.http.host !== undefined && { externalURL: config.http.host }),
+    ...(externalURL !== undefined && { externalURL }),
+    ...(auth && { auth }),
   });
   const handle = app.callback();
-  const server = createServer((req, res) => {
+  // Plain HTTP, or HTTPS with http.tls; the timeouts for slow clients are set there.
+  const { server } = await createHttpServer(config.http.tls, (req, res) => {
     void handle(req, res);
   });
-  // Blob uploads may legitimately take longer than node's 5-minute default.
-  server.requestTimeout = 0;
-  server.keepAliveTimeout = 65_000;
 
   const { host, port } = parseListenAddress(config.http.addr);
   await new Promise<void>((resolve, reject) => {
@@ -50,14 +66,25 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   });
   const purging = config.storage.maintenance.uploadpurging;
   const stopPurge = purging.enabled ? scheduleUploadPurge(driver, purging, logger) : () => undefined;
+  const gc = gcSettings(config);
+  const gcStatus = newGcStatus();
+  // Upload purging has its own schedule above, so scheduled GC runs leave uploads alone.
+  const stopGc = gc.interval
+    ? scheduleGc(
+        driver,
+        { interval: gc.interval, grace: gc.grace, deleteUntagged: gc.deleteuntagged },
+        { logger, status: gcStatus, records: registry.blobs.gc },
+      )
+    : () => Promise.resolve();
   const bound = server.address() as AddressInfo;
   const address = `${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}`;
-  logger.info({ address, driver: driver.name }, 'listening');
+  logger.info({ address, driver: driver.name, tls: config.http.tls !== undefined }, 'listening');
   return {
     address,
+    gc: gcStatus,
     close: async () => {
       stopPurge();
-      await drain(server, config.http.draintimeout);
+      await Promise.all([stopGc(), drain(server, config.http.draintimeout)]);
     },
   };
 }

@@ -8,9 +8,6 @@ import type { Config } from '../config/schema.js';
 export function notYetImplemented(config: Config): { errors: string[]; warnings: string[] } {
   const errors: string[] = [];
   const warnings: string[] = [];
-  if (config.http.tls) {
-    errors.push('http.tls is not implemented yet; refusing to serve plain HTTP where TLS was configured');
-  }
   if (config.http.prefix !== undefined) warnings.push('http.prefix is not implemented yet and is ignored');
   if (config.http.debug) warnings.push('http.debug is not implemented yet; no debug server is started');
   if (config.validation.manifests.urls) {

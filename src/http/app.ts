@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Router } from '@koa/router';
 import Koa from 'koa';
 import type { Logger } from 'pino';
+import type { Auth } from '../auth/auth.js';
 import type { Registry } from '../registry/registry.js';
 import { errorMiddleware } from './error-middleware.js';
 import { baseRoutes } from './routes/base.js';
@@ -19,14 +20,26 @@ export interface AppDeps {
   readonly responseHeaders?: Record<string, string[]>;
   /** `http.host`: the registry's external URL; Location headers are made absolute with it. */
   readonly externalURL?: string;
+  /** `auth`: authentication, access rules and the built-in token server; absent: an open registry. */
+  readonly auth?: Auth;
 }
 
 /** Per-request state: a child logger that carries the request id. */
 export interface AppState {
   log: Logger;
+  /** Set by auth on catalog requests: the repositories the caller may pull. */
+  canPull?: (name: string) => boolean;
+  /** Set by auth: who made the request (user, `robot:<id>`, a token's subject), for the access log. */
+  user?: string;
 }
 
-export function createApp({ registry, logger, responseHeaders = {}, externalURL }: AppDeps): Koa<AppState> {
+export function createApp({
+  registry,
+  logger,
+  responseHeaders = {},
+  externalURL,
+  auth,
+}: AppDeps): Koa<AppState> {
   const app = new Koa<AppState>();
   app.proxy = true;
   // koa's own error printing is off: errorMiddleware answers and logs everything.
@@ -34,6 +47,7 @@ export function createApp({ registry, logger, responseHeaders = {}, externalURL 
 
   const externalBase = externalURL?.replace(/\/+$/, '');
   const router = new Router();
+  auth?.routes(router);
   baseRoutes(router);
   catalogRoutes(router, registry);
   // Upload routes first: `/blobs/uploads/<id>` would otherwise match `/blobs/<digest>`.
@@ -60,12 +74,14 @@ export function createApp({ registry, logger, responseHeaders = {}, externalURL 
         method: ctx.method,
         path: ctx.path,
         status: ctx.status,
+        user: ctx.state.user,
         ms: Number(process.hrtime.bigint() - started) / 1e6,
       },
       'request',
     );
   });
   app.use(errorMiddleware());
+  if (auth) app.use(auth.middleware(router));
   app.use(router.routes());
   app.use(router.allowedMethods());
   return app;

@@ -10,6 +10,30 @@ function isClientAbort(err: unknown): boolean {
   return code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'ECONNABORTED';
 }
 
+// Network failures and overload of a storage backend (S3 after its retries): the client may retry later.
+const UNREACHABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+]);
+const OVERLOAD_NAMES = new Set(['TimeoutError', 'SlowDown', 'ServiceUnavailable', 'RequestTimeout']);
+
+function isStorageUnavailable(err: unknown): err is StorageDriverError {
+  if (!(err instanceof StorageDriverError)) return false;
+  const cause = err.cause as
+    { code?: unknown; name?: unknown; $metadata?: { httpStatusCode?: unknown } } | null | undefined;
+  if (cause === null || typeof cause !== 'object') return false;
+  if (typeof cause.code === 'string' && UNREACHABLE_CODES.has(cause.code)) return true;
+  if (typeof cause.name === 'string' && OVERLOAD_NAMES.has(cause.name)) return true;
+  const status = cause.$metadata?.httpStatusCode;
+  return typeof status === 'number' && (status >= 500 || status === 429);
+}
+
 /**
  * The first middleware: every failure leaves as the OCI error envelope (koa's default answers in plain
  * text), and unexpected ones are logged once with the request's logger, never sent to the client.
@@ -38,6 +62,11 @@ export function errorMiddleware(): Middleware<AppState> {
       const status = (err as { status?: unknown }).status;
       if (typeof status === 'number' && status === 413) {
         writeError(ctx, 'MANIFEST_TOO_LARGE');
+        return;
+      }
+      if (isStorageUnavailable(err)) {
+        logger.error({ err, driver: err.driver }, 'storage unavailable');
+        writeError(ctx, 'UNAVAILABLE', 'storage is unavailable, retry later');
         return;
       }
       logger.error(

@@ -3,9 +3,10 @@ import type { ErrorKind } from '../registry/errors.js';
 
 /**
  * THE error table: every failure the API reports, with its wire code (OCI distribution-spec, or
- * Distribution's where the spec has none) and HTTP status. Three kinds differ from their code because the
+ * Distribution's where the spec has none) and HTTP status. Some kinds differ from their code because the
  * spec has no code for their status: MANIFEST_TOO_LARGE (413, sent as SIZE_INVALID), CHUNK_OUT_OF_ORDER
- * (416, sent as BLOB_UPLOAD_INVALID) and ROUTE_UNKNOWN (404, sent as UNSUPPORTED).
+ * (416, sent as BLOB_UPLOAD_INVALID), ROUTE_UNKNOWN (404, sent as UNSUPPORTED), INSUFFICIENT_SCOPE (401,
+ * sent as DENIED) and TOKEN_REQUEST_INVALID (400 from the token endpoint, sent as UNSUPPORTED).
  */
 export const ERROR_TABLE = {
   BLOB_UNKNOWN: { code: 'BLOB_UNKNOWN', status: 404, message: 'blob unknown to registry' },
@@ -45,6 +46,14 @@ export const ERROR_TABLE = {
   },
   UNAUTHORIZED: { code: 'UNAUTHORIZED', status: 401, message: 'authentication required' },
   DENIED: { code: 'DENIED', status: 403, message: 'requested access to the resource is denied' },
+  // A valid token without the scope: 401 so that clients fetch a broader token (the token spec), DENIED
+  // so that they report a refusal, as Docker does for `error="insufficient_scope"`.
+  INSUFFICIENT_SCOPE: {
+    code: 'DENIED',
+    status: 401,
+    message: 'requested access to the resource is denied',
+  },
+  TOKEN_REQUEST_INVALID: { code: 'UNSUPPORTED', status: 400, message: 'invalid token request' },
   UNSUPPORTED: { code: 'UNSUPPORTED', status: 405, message: 'the operation is unsupported' },
   TOOMANYREQUESTS: { code: 'TOOMANYREQUESTS', status: 429, message: 'too many requests' },
   UNAVAILABLE: { code: 'UNAVAILABLE', status: 503, message: 'service unavailable' },

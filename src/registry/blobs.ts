@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { StorageDriver } from '../../storage-drivers/driver.js';
 import { PathNotFoundError } from '../../storage-drivers/driver.js';
+import { GcRecords } from '../gc/records.js';
 import type { Digest } from './digest.js';
 import { BlobUnknownError } from './errors.js';
 import { deleteIfExists, exists, readLink, writeLink } from './links.js';
@@ -16,7 +17,15 @@ export interface BlobDescriptor {
  * `_layers` link to it, so every read in a repository checks the link first.
  */
 export class BlobStore {
-  constructor(private readonly driver: StorageDriver) {}
+  /** Touches and tombstones shared with garbage collection (src/gc/collect.ts). */
+  readonly gc: GcRecords;
+
+  constructor(
+    private readonly driver: StorageDriver,
+    gc?: GcRecords,
+  ) {
+    this.gc = gc ?? new GcRecords(driver);
+  }
 
   /** The blob in the global store, whatever repositories link it; `undefined` if absent. */
   async statGlobal(digest: Digest): Promise<BlobDescriptor | undefined> {
@@ -29,12 +38,43 @@ export class BlobStore {
     }
   }
 
-  /** The blob as seen from a repository: linked there and present in the global store. */
-  async stat(name: string, digest: Digest): Promise<BlobDescriptor> {
-    const linked = await readLink(this.driver, pathFor({ kind: 'layerLink', name, digest }));
-    const blob = linked ? await this.statGlobal(digest) : undefined;
-    if (!blob) throw new BlobUnknownError(undefined, { digest: digest.toString() });
+  /**
+   * The blob as seen from a repository: linked there, present in the global store and not being swept.
+   * An answer of "exists" lets a client skip an upload, so it counts as a use: the blob is touched
+   * before the tombstone is read (the order the GC protocol needs). While a sweep decides on the blob
+   * this waits, then looks again; a tombstone that stays means BLOB_UNKNOWN.
+   * A download (`backgroundTouch`) decides nothing, so its touch is not waited for.
+   */
+  async stat(
+    name: string,
+    digest: Digest,
+    opts: { backgroundTouch?: boolean } = {},
+  ): Promise<BlobDescriptor> {
+    const unknown = () => new BlobUnknownError(undefined, { digest: digest.toString() });
+    let blob: BlobDescriptor | undefined;
+    let tombstoned: boolean;
+    if (this.gc.touchedRecently(digest) || opts.backgroundTouch === true) {
+      // A touch that precedes this read of the tombstone was made already, or none is needed.
+      [blob, tombstoned] = await Promise.all([this.lookup(name, digest), this.gc.isTombstoned(digest)]);
+      if (blob && !tombstoned && opts.backgroundTouch === true) this.gc.touchInBackground(digest);
+    } else {
+      blob = await this.lookup(name, digest);
+      if (!blob) throw unknown();
+      await this.gc.touch([digest]);
+      tombstoned = await this.gc.isTombstoned(digest);
+    }
+    if (tombstoned) {
+      if ((await this.gc.awaitTombstone(digest, true)) === 'stuck') throw unknown();
+      blob = await this.lookup(name, digest);
+    }
+    if (!blob) throw unknown();
     return blob;
+  }
+
+  /** Linked in the repository and present: `stat` without the touch and the tombstone check. */
+  async lookup(name: string, digest: Digest): Promise<BlobDescriptor | undefined> {
+    const linked = await readLink(this.driver, pathFor({ kind: 'layerLink', name, digest }));
+    return linked ? await this.statGlobal(digest) : undefined;
   }
 
   async open(digest: Digest, range?: { offset: number; length: number }): Promise<Readable> {
@@ -51,9 +91,10 @@ export class BlobStore {
     return this.driver.redirectURL(pathFor({ kind: 'blobData', digest }), method);
   }
 
-  /** Links a blob into a repository. Rewriting an existing link refreshes its time, which GC reads as a touch. */
+  /** Links a blob into a repository (upload, mount): a use, so the blob is touched too. */
   async link(name: string, digest: Digest): Promise<void> {
     await writeLink(this.driver, pathFor({ kind: 'layerLink', name, digest }), digest);
+    await this.gc.touch([digest]);
   }
 
   /** Removes a repository's link; the bytes stay until garbage collection finds them unreferenced. */

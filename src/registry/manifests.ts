@@ -109,7 +109,12 @@ export class ManifestStore {
       });
     }
     const manifest = parseManifest(content, contentType);
-    await this.checkReferences(name, manifest);
+    const [, previousTag] = await Promise.all([
+      this.checkReferences(name, manifest),
+      'tag' in reference
+        ? readLink(this.driver, pathFor({ kind: 'tagCurrentLink', name, tag: reference.tag }))
+        : undefined,
+    ]);
 
     await this.blobs.putSmall(digest, content);
     await writeLink(this.driver, pathFor({ kind: 'manifestRevisionLink', name, digest }), digest);
@@ -121,6 +126,14 @@ export class ManifestStore {
       );
     }
     if ('tag' in reference) await this.tag(name, reference.tag, digest);
+    const lost = await this.lostAfterWrite(name, digest, manifest);
+    if (lost.length > 0) {
+      await this.rollback(name, reference, digest, manifest, previousTag);
+      throw new ManifestBlobUnknownError(
+        `garbage collection removed what the manifest references, retry the push: ${lost.join(', ')}`,
+        { digests: lost.map(String) },
+      );
+    }
     this.cache.set(digest.toString(), { digest, mediaType: manifest.mediaType, content });
     return { digest, ...(manifest.subject && { subject: manifest.subject.digest }) };
   }
@@ -176,6 +189,52 @@ export class ManifestStore {
       if (current && sameDigest(current, digest)) tags.push(tag);
     }
     return tags;
+  }
+
+  /**
+   * GC's check after write (src/gc/collect.ts): touch the manifest and everything it references, then
+   * make sure no sweep took any of it meanwhile. Returns what is gone.
+   */
+  private async lostAfterWrite(name: string, digest: Digest, manifest: ParsedManifest): Promise<Digest[]> {
+    const manifestPresent = (d: Digest) => async () =>
+      (await exists(this.driver, pathFor({ kind: 'manifestRevisionLink', name, digest: d }))) &&
+      (await this.blobs.statGlobal(d)) !== undefined;
+    const entries = [{ digest, present: manifestPresent(digest) }];
+    if (manifest.kind === 'index') {
+      for (const child of manifest.references) {
+        entries.push({ digest: child.digest, present: manifestPresent(child.digest) });
+      }
+    } else {
+      const blobs = [...(manifest.config ? [manifest.config] : []), ...manifest.references];
+      for (const blob of blobs.filter(isDistributable)) {
+        const present = async () => (await this.blobs.lookup(name, blob.digest)) !== undefined;
+        entries.push({ digest: blob.digest, present });
+      }
+    }
+    await this.blobs.gc.touch(entries.map((e) => e.digest));
+    return this.blobs.gc.lostAfterTouch(entries);
+  }
+
+  /** Undoes a PUT that lost a reference to a sweep: the revision, its referrer entry, the tag move. */
+  private async rollback(
+    name: string,
+    reference: Reference,
+    digest: Digest,
+    manifest: ParsedManifest,
+    previousTag: Digest | undefined,
+  ): Promise<void> {
+    if ('tag' in reference && !(previousTag && sameDigest(previousTag, digest))) {
+      const tag = reference.tag;
+      const entry = pathFor({ kind: 'tagIndexEntryLink', name, tag, digest });
+      await deleteIfExists(this.driver, entry.slice(0, -'/link'.length));
+      if (previousTag) await this.tag(name, tag, previousTag);
+      else await deleteIfExists(this.driver, pathFor({ kind: 'tagDir', name, tag }));
+    }
+    if (manifest.subject) {
+      const subject = manifest.subject.digest;
+      await deleteIfExists(this.driver, pathFor({ kind: 'referrerEntry', name, subject, digest }));
+    }
+    await deleteIfExists(this.driver, pathFor({ kind: 'manifestRevisionDir', name, digest }));
   }
 
   /** Every blob and child manifest must be in the repository; a missing subject is allowed. */

@@ -13,14 +13,26 @@
  *       _uploads/<id>/startedat                                RFC 3339 time the upload began
  *       _wharf/referrers/sha256/<subject hex>/sha256/<hex>       a referrer of <subject>: its descriptor as JSON
  *
- * Distribution ignores `_wharf` (it skips `_`-prefixed directories it does not know), so Wharf keeps its
- * own per-repository data there. A link file holds a digest string, exactly as Distribution writes it.
+ *   /wharf/gc/                                                Wharf's garbage collection records
+ *     touches/sha256/<hex[0:2]>/<hex>                          the file's modTime: when the blob was last used
+ *     tombstones/sha256/<hex[0:2]>/<hex>                       a sweep is deciding the blob: treat it as gone
+ *     lease                                                    JSON: which GC runs now, and until when
+ *     last-run.json                                            the summary of the last finished run
+ *   /wharf/auth/robots/<id>.json                              a robot token: its grant, expiry and secret's hash
+ *
+ * Distribution ignores `_wharf` (it skips `_`-prefixed directories it does not know) and never looks
+ * outside `/docker/registry/v2`, so Wharf keeps its own data there. A link file holds a digest string,
+ * exactly as Distribution writes it. The protocol behind `/wharf/gc` is described in src/gc/collect.ts.
  */
-import type { Digest } from './digest.js';
+import { parseDigest, type Digest } from './digest.js';
 
 export const V2_ROOT = '/docker/registry/v2';
 export const BLOBS_ROOT = `${V2_ROOT}/blobs`;
 export const REPOSITORIES_ROOT = `${V2_ROOT}/repositories`;
+export const GC_ROOT = '/wharf/gc';
+export const GC_TOUCHES_ROOT = `${GC_ROOT}/touches`;
+export const GC_TOMBSTONES_ROOT = `${GC_ROOT}/tombstones`;
+export const ROBOTS_ROOT = '/wharf/auth/robots';
 
 export type PathSpec =
   | { kind: 'blobData'; digest: Digest }
@@ -40,7 +52,12 @@ export type PathSpec =
   | { kind: 'uploadData'; name: string; id: string }
   | { kind: 'uploadStartedAt'; name: string; id: string }
   | { kind: 'referrersDir'; name: string; subject: Digest }
-  | { kind: 'referrerEntry'; name: string; subject: Digest; digest: Digest };
+  | { kind: 'referrerEntry'; name: string; subject: Digest; digest: Digest }
+  | { kind: 'gcTouch'; digest: Digest }
+  | { kind: 'gcTombstone'; digest: Digest }
+  | { kind: 'gcLease' }
+  | { kind: 'gcLastRun' }
+  | { kind: 'robotToken'; id: string };
 
 /** `sha256:abcd…` → `sha256/abcd…`, the form digests take as path components. */
 function digestPath(digest: Digest): string {
@@ -85,7 +102,91 @@ export function pathFor(spec: PathSpec): string {
       return `${REPOSITORIES_ROOT}/${spec.name}/_wharf/referrers/${digestPath(spec.subject)}`;
     case 'referrerEntry':
       return `${REPOSITORIES_ROOT}/${spec.name}/_wharf/referrers/${digestPath(spec.subject)}/${digestPath(spec.digest)}`;
+    case 'gcTouch':
+      return `${GC_TOUCHES_ROOT}/${spec.digest.algorithm}/${spec.digest.hex.slice(0, 2)}/${spec.digest.hex}`;
+    case 'gcTombstone':
+      return `${GC_TOMBSTONES_ROOT}/${spec.digest.algorithm}/${spec.digest.hex.slice(0, 2)}/${spec.digest.hex}`;
+    case 'gcLease':
+      return `${GC_ROOT}/lease`;
+    case 'robotToken':
+      return `${ROBOTS_ROOT}/${spec.id}.json`;
+    case 'gcLastRun':
+      return `${GC_ROOT}/last-run.json`;
   }
+}
+
+/** What a file found by walking the tree is: the inverse of `pathFor` for the files GC and `du` read. */
+export type ParsedPath =
+  | { kind: 'blobData'; digest: Digest }
+  | { kind: 'layerLink'; name: string; digest: Digest }
+  | { kind: 'manifestRevisionLink'; name: string; digest: Digest }
+  | { kind: 'tagCurrentLink'; name: string; tag: string }
+  | { kind: 'tagIndexEntryLink'; name: string; tag: string; digest: Digest }
+  | { kind: 'referrerEntry'; name: string; subject: Digest; digest: Digest }
+  | { kind: 'gcTouch'; digest: Digest }
+  | { kind: 'gcTombstone'; digest: Digest };
+
+const ALG = '([a-z0-9]+)';
+const HEX = '([0-9a-f]+)';
+// A repository name never has a component starting with `_`, so the first `/_` ends it.
+const NAME = '([^_][^]*?)';
+const TAG = '([^/]+)';
+const escapeRe = (s: string): string => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+const PARSERS: readonly [RegExp, (m: string[]) => ParsedPath | undefined][] = [
+  [
+    new RegExp(`^${escapeRe(BLOBS_ROOT)}/${ALG}/[0-9a-f]{2}/${HEX}/data$`),
+    ([, a, h]) => withDigest(a, h, (digest) => ({ kind: 'blobData', digest })),
+  ],
+  [
+    new RegExp(`^${escapeRe(REPOSITORIES_ROOT)}/${NAME}/_layers/${ALG}/${HEX}/link$`),
+    ([, name = '', a, h]) => withDigest(a, h, (digest) => ({ kind: 'layerLink', name, digest })),
+  ],
+  [
+    new RegExp(`^${escapeRe(REPOSITORIES_ROOT)}/${NAME}/_manifests/revisions/${ALG}/${HEX}/link$`),
+    ([, name = '', a, h]) => withDigest(a, h, (digest) => ({ kind: 'manifestRevisionLink', name, digest })),
+  ],
+  [
+    new RegExp(`^${escapeRe(REPOSITORIES_ROOT)}/${NAME}/_manifests/tags/${TAG}/current/link$`),
+    ([, name = '', tag = '']) => ({ kind: 'tagCurrentLink', name, tag }),
+  ],
+  [
+    new RegExp(`^${escapeRe(REPOSITORIES_ROOT)}/${NAME}/_manifests/tags/${TAG}/index/${ALG}/${HEX}/link$`),
+    ([, name = '', tag = '', a, h]) =>
+      withDigest(a, h, (digest) => ({ kind: 'tagIndexEntryLink', name, tag, digest })),
+  ],
+  [
+    new RegExp(`^${escapeRe(REPOSITORIES_ROOT)}/${NAME}/_wharf/referrers/${ALG}/${HEX}/${ALG}/${HEX}$`),
+    ([, name = '', sa, sh, a, h]) =>
+      withDigest(sa, sh, (subject) =>
+        withDigest(a, h, (digest) => ({ kind: 'referrerEntry', name, subject, digest })),
+      ),
+  ],
+  [
+    new RegExp(`^${escapeRe(GC_TOUCHES_ROOT)}/${ALG}/[0-9a-f]{2}/${HEX}$`),
+    ([, a, h]) => withDigest(a, h, (digest) => ({ kind: 'gcTouch', digest })),
+  ],
+  [
+    new RegExp(`^${escapeRe(GC_TOMBSTONES_ROOT)}/${ALG}/[0-9a-f]{2}/${HEX}$`),
+    ([, a, h]) => withDigest(a, h, (digest) => ({ kind: 'gcTombstone', digest })),
+  ],
+];
+
+function withDigest(
+  algorithm: string | undefined,
+  hex: string | undefined,
+  make: (digest: Digest) => ParsedPath | undefined,
+): ParsedPath | undefined {
+  const digest = parseDigest(`${algorithm ?? ''}:${hex ?? ''}`);
+  return digest ? make(digest) : undefined;
+}
+
+/** Classifies a file path; `undefined` for anything GC does not read (upload data, foreign files). */
+export function parsePath(path: string): ParsedPath | undefined {
+  for (const [pattern, make] of PARSERS) {
+    const m = pattern.exec(path);
+    if (m) return make(m);
+  }
+  return undefined;
 }
 
 /** The last path component: a listed child's own name. */

@@ -1,8 +1,11 @@
 import { createServer, type Server } from 'node:http';
 import type Koa from 'koa';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
+import { parseConfig } from '../../config/load.js';
+import type { ConfigInput } from '../../config/schema.js';
 import type { StorageDriver } from '../../storage-drivers/driver.js';
 import { createInMemoryDriver } from '../../storage-drivers/inmemory/driver.js';
+import { createAuth } from '../../src/auth/auth.js';
 import { createApp, type AppState } from '../../src/http/app.js';
 import { createRegistry, type Registry } from '../../src/registry/registry.js';
 
@@ -20,25 +23,38 @@ export interface TestAppOptions {
   readonly driver?: StorageDriver;
   readonly responseHeaders?: Record<string, string[]>;
   readonly externalURL?: string;
+  /** An `auth` config section (as in the YAML file), validated by the config schema. */
+  readonly auth?: NonNullable<NonNullable<ConfigInput>['auth']>;
+  /** Default: silent (or `WHARF_TEST_LOG_LEVEL`). */
+  readonly logger?: Logger;
 }
 
 /** The assembled app on the in-memory driver, as integration tests use it with supertest. */
-export function createTestApp(opts: TestAppOptions = {}): Promise<TestApp> {
+export async function createTestApp(opts: TestAppOptions = {}): Promise<TestApp> {
   const driver = opts.driver ?? createInMemoryDriver();
   const registry = createRegistry(driver, {
     deleteEnabled: opts.deleteEnabled ?? true,
     manifestMaxSize: opts.manifestMaxSize ?? 4 * 1024 * 1024,
   });
-  const logger = pino({ level: process.env.WHARF_TEST_LOG_LEVEL ?? 'silent' });
+  const logger = opts.logger ?? pino({ level: process.env.WHARF_TEST_LOG_LEVEL ?? 'silent' });
+  const authConfig = opts.auth && parseConfig({ auth: opts.auth }).config.auth;
+  const auth =
+    authConfig &&
+    (await createAuth(authConfig, {
+      driver,
+      logger,
+      ...(opts.externalURL !== undefined && { externalURL: opts.externalURL }),
+    }));
   const app = createApp({
     registry,
     logger,
     ...(opts.responseHeaders && { responseHeaders: opts.responseHeaders }),
     ...(opts.externalURL !== undefined && { externalURL: opts.externalURL }),
+    ...(auth && { auth }),
   });
   const handle = app.callback();
   const server = createServer((req, res) => {
     void handle(req, res);
   });
-  return Promise.resolve({ app, server, driver, registry });
+  return { app, server, driver, registry };
 }

@@ -1,6 +1,7 @@
 // Starts real registry processes (Wharf from source, Debian's CNCF Distribution) on loopback for
 // e2e tests. Every child is killed when the test process exits, so a crashed test leaves nothing behind.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { get as httpsGet } from 'node:https';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -18,7 +19,7 @@ export interface RunningServer {
   url: string;
   /** Registry host for image references, e.g. 127.0.0.1:40123 */
   host: string;
-  /** Filesystem storage root directory. */
+  /** Filesystem storage root directory ('' for a registry on S3). */
   root: string;
   pid: number;
   /** Signals the process (default SIGTERM), waits for exit (SIGKILL after 10 s). */
@@ -30,6 +31,11 @@ export interface RunningServer {
 }
 
 export interface StartWharfOptions {
+  /**
+   * 'filesystem' (default) sets the storage root variable; 's3' leaves it out, so that the
+   * `WHARF_STORAGE_S3_*` settings in `env` (see `wharfS3Env`) choose the driver.
+   */
+  storage?: 'filesystem' | 's3';
   /** Storage root. When omitted a fresh temp dir is created and removed on stop()/kill(). */
   root?: string;
   /** Extra environment; overrides the defaults. */
@@ -38,12 +44,45 @@ export interface StartWharfOptions {
   config?: string;
   /** Milliseconds to wait for GET /v2/ to answer 200 (default 30 000). */
   timeoutMs?: number;
+  /** The status of GET /v2/ that means ready (default 200; 401 with auth on). */
+  readyStatus?: number;
+  /** The server speaks HTTPS (`http.tls`): `url` is https, readiness is probed without verifying. */
+  tls?: boolean;
 }
 
 export interface StartDistributionOptions {
-  root: string;
+  /** Filesystem root; ignored when `s3` is given. */
+  root?: string;
+  /** Store in this bucket with Distribution's s3 driver instead of the filesystem. */
+  s3?: S3Target;
+  /** With `s3`: answer blob GETs with 307 to a presigned URL (Distribution's default); default false. */
+  redirect?: boolean;
   deleteEnabled?: boolean;
   timeoutMs?: number;
+}
+
+/** A bucket on an S3-compatible server (path-style addressing), for a registry's storage settings. */
+export interface S3Target {
+  bucket: string;
+  region?: string;
+  regionendpoint?: string;
+  accesskey?: string;
+  secretkey?: string;
+  rootdirectory?: string;
+}
+
+/** The environment that puts `startWharf({ storage: 's3' })` on a bucket. */
+export function wharfS3Env(target: S3Target): Record<string, string> {
+  const env: Record<string, string> = {
+    WHARF_STORAGE_S3_BUCKET: target.bucket,
+    WHARF_STORAGE_S3_REGION: target.region ?? 'us-east-1',
+    WHARF_STORAGE_S3_FORCEPATHSTYLE: 'true',
+  };
+  if (target.regionendpoint !== undefined) env.WHARF_STORAGE_S3_REGIONENDPOINT = target.regionendpoint;
+  if (target.accesskey !== undefined) env.WHARF_STORAGE_S3_ACCESSKEY = target.accesskey;
+  if (target.secretkey !== undefined) env.WHARF_STORAGE_S3_SECRETKEY = target.secretkey;
+  if (target.rootdirectory !== undefined) env.WHARF_STORAGE_S3_ROOTDIRECTORY = target.rootdirectory;
+  return env;
 }
 
 const live = new Set<ChildProcess>();
@@ -100,10 +139,9 @@ export async function waitForHttp(url: string, opts: WaitForHttpOptions = {}): P
     const reason = opts.abort?.();
     if (reason !== undefined) throw new Error(reason);
     try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(2_000) });
-      await res.arrayBuffer();
-      if (res.status === want) return;
-      last = `status ${res.status}`;
+      const status = url.startsWith('https:') ? await unverifiedHttpsStatus(url) : await fetchStatus(url);
+      if (status === want) return;
+      last = `status ${status}`;
     } catch (err) {
       last = err instanceof Error ? err.message : String(err);
     }
@@ -114,7 +152,31 @@ export async function waitForHttp(url: string, opts: WaitForHttpOptions = {}): P
   }
 }
 
+async function fetchStatus(url: string): Promise<number> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(2_000) });
+  await res.arrayBuffer();
+  return res.status;
+}
+
+/** Readiness only: whether the TLS server answers, not whether its certificate is trusted. */
+function unverifiedHttpsStatus(url: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = httpsGet(url, { rejectUnauthorized: false, timeout: 2_000 }, (res) => {
+      res.resume();
+      res.on('end', () => {
+        resolve(res.statusCode ?? 0);
+      });
+    });
+    req.on('timeout', () => {
+      req.destroy(new Error('timeout'));
+    });
+    req.on('error', reject);
+  });
+}
+
 interface SpawnSpec {
+  readyStatus?: number;
+  scheme?: 'http' | 'https';
   command: string;
   args: string[];
   env: NodeJS.ProcessEnv;
@@ -175,9 +237,10 @@ async function spawnServer(spec: SpawnSpec): Promise<RunningServer> {
   };
   const kill = (): Promise<void> => stop('SIGKILL');
 
-  const url = `http://${spec.host}`;
+  const url = `${spec.scheme ?? 'http'}://${spec.host}`;
   try {
     await waitForHttp(`${url}/v2/`, {
+      status: spec.readyStatus ?? 200,
       timeoutMs: spec.timeoutMs,
       abort: () => (exitInfo === undefined ? undefined : `server ${exitInfo}`),
     });
@@ -206,10 +269,11 @@ function cleanEnv(): NodeJS.ProcessEnv {
 const isAddrInUse = (err: unknown): boolean =>
   err instanceof Error && /EADDRINUSE|address already in use/i.test(err.message);
 
-/** Runs `wharf serve` from source on a free loopback port and waits until GET /v2/ answers 200. */
+/** Runs `wharf serve` from source on a free loopback port and waits until GET /v2/ answers 200 (or readyStatus). */
 export async function startWharf(opts: StartWharfOptions = {}): Promise<RunningServer> {
-  const ownRoot = opts.root === undefined;
-  const root = opts.root ?? (await mkdtemp(join(tmpdir(), 'wharf-e2e-root-')));
+  const onS3 = opts.storage === 's3';
+  const ownRoot = !onS3 && opts.root === undefined;
+  const root = onS3 ? '' : (opts.root ?? (await mkdtemp(join(tmpdir(), 'wharf-e2e-root-'))));
   const args = ['--import', 'tsx', 'src/cli.ts', 'serve'];
   if (opts.config !== undefined) args.push('--config', opts.config);
   // freePort() can race with another process taking the port; retry on that one failure.
@@ -222,7 +286,7 @@ export async function startWharf(opts: StartWharfOptions = {}): Promise<RunningS
         env: {
           ...cleanEnv(),
           WHARF_HTTP_ADDR: host,
-          WHARF_STORAGE_FILESYSTEM_ROOTDIRECTORY: root,
+          ...(!onS3 && { WHARF_STORAGE_FILESYSTEM_ROOTDIRECTORY: root }),
           WHARF_STORAGE_DELETE_ENABLED: 'true',
           WHARF_LOG_LEVEL: 'warn',
           ...opts.env,
@@ -230,6 +294,8 @@ export async function startWharf(opts: StartWharfOptions = {}): Promise<RunningS
         host,
         root,
         timeoutMs: opts.timeoutMs ?? 30_000,
+        ...(opts.readyStatus !== undefined && { readyStatus: opts.readyStatus }),
+        ...(opts.tls === true && { scheme: 'https' as const }),
         cleanup: async () => {
           if (ownRoot) await rm(root, { recursive: true, force: true });
         },
@@ -242,8 +308,35 @@ export async function startWharf(opts: StartWharfOptions = {}): Promise<RunningS
   }
 }
 
-/** Distribution 2.8 config.yml for a filesystem root on loopback. */
-export function distributionConfig(root: string, host: string, deleteEnabled: boolean): string {
+/** Distribution 2.8 config.yml for a filesystem root (or, with `s3`, a bucket) on loopback. */
+export function distributionConfig(
+  root: string,
+  host: string,
+  deleteEnabled: boolean,
+  s3?: { target: S3Target; redirect: boolean },
+): string {
+  const q = JSON.stringify;
+  // Distribution 2.8 has no `forcepathstyle` key: a `regionendpoint` makes it address buckets by path.
+  const driver =
+    s3 === undefined
+      ? ['  filesystem:', `    rootdirectory: ${q(root)}`]
+      : [
+          '  s3:',
+          `    bucket: ${q(s3.target.bucket)}`,
+          `    region: ${q(s3.target.region ?? 'us-east-1')}`,
+          ...(s3.target.regionendpoint === undefined
+            ? []
+            : [`    regionendpoint: ${q(s3.target.regionendpoint)}`]),
+          ...(s3.target.accesskey === undefined ? [] : [`    accesskey: ${q(s3.target.accesskey)}`]),
+          ...(s3.target.secretkey === undefined ? [] : [`    secretkey: ${q(s3.target.secretkey)}`]),
+          ...(s3.target.rootdirectory === undefined
+            ? []
+            : [`    rootdirectory: ${q(s3.target.rootdirectory)}`]),
+          `    secure: ${s3.target.regionendpoint?.startsWith('https:') === true}`,
+          '    v4auth: true',
+          '  redirect:',
+          `    disable: ${!s3.redirect}`,
+        ];
   return [
     'version: 0.1',
     'log:',
@@ -251,8 +344,7 @@ export function distributionConfig(root: string, host: string, deleteEnabled: bo
     '  accesslog:',
     '    disabled: true',
     'storage:',
-    '  filesystem:',
-    `    rootdirectory: ${JSON.stringify(root)}`,
+    ...driver,
     '  delete:',
     `    enabled: ${deleteEnabled}`,
     '  maintenance:',
@@ -267,6 +359,7 @@ export function distributionConfig(root: string, host: string, deleteEnabled: bo
 
 /** Runs Debian's CNCF Distribution 2.8 (`docker-registry serve`) on `opts.root`. */
 export async function startDistribution(opts: StartDistributionOptions): Promise<RunningServer> {
+  if (opts.root === undefined && opts.s3 === undefined) throw new Error('startDistribution: give root or s3');
   const env = cleanEnv();
   // Distribution 2.8 panics when AWS_CA_BUNDLE is set.
   delete env.AWS_CA_BUNDLE;
@@ -274,14 +367,16 @@ export async function startDistribution(opts: StartDistributionOptions): Promise
     const host = `127.0.0.1:${await freePort()}`;
     const dir = await mkdtemp(join(tmpdir(), 'wharf-e2e-distribution-'));
     const configPath = join(dir, 'config.yml');
-    await writeFile(configPath, distributionConfig(opts.root, host, opts.deleteEnabled ?? true));
+    const s3 = opts.s3 === undefined ? undefined : { target: opts.s3, redirect: opts.redirect ?? false };
+    const root = s3 === undefined ? (opts.root ?? '') : '';
+    await writeFile(configPath, distributionConfig(root, host, opts.deleteEnabled ?? true, s3));
     try {
       return await spawnServer({
         command: distributionBinary,
         args: ['serve', configPath],
         env,
         host,
-        root: opts.root,
+        root,
         timeoutMs: opts.timeoutMs ?? 30_000,
         cleanup: () => rm(dir, { recursive: true, force: true }),
       });

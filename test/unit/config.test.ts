@@ -395,13 +395,13 @@ describe('file errors name the key, the reason and the source', () => {
 });
 
 describe('Distribution compatibility', () => {
-  // Ignoring auth would serve everyone, so it is refused until it is implemented.
+  // The silly controller admits any credentials, so a config naming it is refused (auth tests: auth-config).
   for (const c of [
-    { name: 'file', run: () => parseConfig({ auth: { htpasswd: { realm: 'r', path: '/p' } } }) },
-    { name: 'env', run: () => parseConfig({}, { env: { REGISTRY_AUTH_HTPASSWD_PATH: '/x' } }) },
+    { name: 'file', run: () => parseConfig({ auth: { silly: { realm: 'r', service: 's' } } }) },
+    { name: 'env', run: () => parseConfig({}, { env: { REGISTRY_AUTH_SILLY_REALM: '/x' } }) },
   ]) {
-    test(`auth from ${c.name} is refused`, () => {
-      assert.match(configError(c.run).message, /auth: authentication is not implemented yet/);
+    test(`auth.silly from ${c.name} is refused`, () => {
+      assert.match(configError(c.run).message, /auth\.silly: the silly access controller admits any/);
     });
   }
 

@@ -8,8 +8,9 @@ import { parseRangeHeader } from '../range.js';
 export function blobRoutes(router: Router, registry: Registry): void {
   const fetchBlob: RouterMiddleware = async (ctx) => {
     const name = nameParam(ctx);
-    const { digest, size } = await registry.blobs.stat(name, digestParam(ctx));
     const isHead = ctx.method === 'HEAD';
+    // A HEAD answering "exists" lets a client skip an upload, so its GC touch lands before the answer.
+    const { digest, size } = await registry.blobs.stat(name, digestParam(ctx), { backgroundTouch: !isHead });
 
     const redirect = await registry.blobs.redirectURL(digest, isHead ? 'HEAD' : 'GET');
     if (redirect !== undefined && !isHead) {
