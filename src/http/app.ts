@@ -41,7 +41,9 @@ export function createApp({
   auth,
 }: AppDeps): Koa<AppState> {
   const app = new Koa<AppState>();
-  app.proxy = true;
+  // X-Forwarded-* is not trusted: anyone could set it and dodge the per-address login limit. Behind a
+  // proxy, `http.host` gives the external URL.
+  app.proxy = false;
   // koa's own error printing is off: errorMiddleware answers and logs everything.
   app.silent = true;
 

@@ -300,3 +300,17 @@ void describe('htpasswd: failed-login limit', () => {
     expectOciError(await as(bob()).get('/v2/'), 429, 'TOOMANYREQUESTS');
   });
 });
+
+describe('client address', () => {
+  test('X-Forwarded-For is not trusted, so it cannot dodge the per-address login limit', async () => {
+    const t = await createTestApp();
+    const seen: string[] = [];
+    t.app.use((ctx) => {
+      seen.push(ctx.ip);
+      ctx.body = {};
+    });
+    await supertest(t.app.callback()).get('/not-a-route').set('X-Forwarded-For', '203.0.113.9');
+    assert.equal(seen.length, 1);
+    assert.notEqual(seen[0], '203.0.113.9', 'ctx.ip was taken from X-Forwarded-For');
+  });
+});
