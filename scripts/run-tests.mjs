@@ -39,7 +39,8 @@ function run(files, concurrency) {
   if (files.length === 0) return 0;
   const res = spawnSync(
     process.execPath,
-    ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, ...files],
+    // A default per-test bound, so a hang fails one test with its name instead of stalling the run.
+    ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, '--test-timeout=600000', ...files],
     {
       cwd: root,
       stdio: 'inherit',

@@ -24,6 +24,8 @@ endpoint="http://127.0.0.1:${port}"
 here="$(cd "$(dirname "$0")" && pwd)"
 started=$SECONDS
 # Only print_env writes to the real stdout (fd 3); whatever the ceph tools print goes to stderr.
+# The daemons are started with fd 3 closed: one that kept it would hold the caller's `$(...)` open
+# forever, since a command substitution ends only when every writer of its pipe has gone.
 exec 3>&1 1>&2
 
 log() { printf 'start-rgw: [%2d s] %s\n' "$((SECONDS - started))" "$*" >&2; }
@@ -141,7 +143,7 @@ ceph-authtool --create-keyring "$dir/keyring" --gen-key -n client.admin \
 ceph-authtool "$dir/mon.keyring" --import-keyring "$dir/keyring" >/dev/null
 monmaptool --create --fsid "$fsid" --addv a "[v2:127.0.0.1:$mon_port]" "$dir/monmap" >/dev/null
 ceph-mon -c "$conf" --mkfs -i a --monmap "$dir/monmap" --keyring "$dir/mon.keyring"
-ceph-mon -c "$conf" -i a || fail "ceph-mon did not start"
+ceph-mon -c "$conf" -i a 3>&- || fail "ceph-mon did not start"
 
 log "osd"
 osd_uuid="$(cat /proc/sys/kernel/random/uuid)"
@@ -151,11 +153,11 @@ mkdir -p "$dir/osd/ceph-0"
 ceph-osd -c "$conf" -i 0 --mkfs --mkkey --osd-uuid "$osd_uuid" --no-mon-config 2>>"$dir/log/osd-mkfs.log" ||
   fail "ceph-osd --mkfs failed"
 "${ceph[@]}" auth add osd.0 osd 'allow *' mon 'allow profile osd' -i "$dir/osd/ceph-0/keyring" 2>/dev/null
-ceph-osd -c "$conf" -i 0 2>>"$dir/log/osd-start.log" || fail "ceph-osd did not start"
+ceph-osd -c "$conf" -i 0 2>>"$dir/log/osd-start.log" 3>&- || fail "ceph-osd did not start"
 
 log "radosgw"
 "${ceph[@]}" auth get-or-create client.rgw.a mon 'allow rw' osd 'allow rwx' -o "$dir/rgw/keyring"
-radosgw -c "$conf" -n client.rgw.a || fail "radosgw did not start"
+radosgw -c "$conf" -n client.rgw.a 3>&- || fail "radosgw did not start"
 
 for _ in $(seq 1 120); do
   if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$endpoint/")" = 200 ]; then break; fi
