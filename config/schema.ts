@@ -341,6 +341,10 @@ export const configSchema = z
         deleteuntagged: z.boolean().default(false),
       })
       .optional(),
+    // >>> notifications (webhooks; owner: src/notifications) >>>
+    // <<< notifications <<<
+    // >>> verification (quarantine, trusted keys; owner: src/verify) >>>
+    // <<< verification <<<
     validation: z
       .strictObject({
         manifests: z

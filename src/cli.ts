@@ -3,7 +3,9 @@ import { Command } from 'commander';
 import { pino } from 'pino';
 import { ConfigError, loadConfig, renderConfig, type LoadedConfig } from '../config/load.js';
 import { gcSettings } from '../config/schema.js';
+import { registerAgentCommand } from './agent/command.js';
 import { createLogger } from './log.js';
+import { registerPromoteCommand } from './verify/promote-command.js';
 
 // Wharf supports Node 20 on purpose; the AWS SDK's notice about its future Node 22 requirement would
 // only alarm operators. Set before the server (and so the SDK) is loaded below.
@@ -305,5 +307,8 @@ program
   .description('validate the config and print the effective config as YAML, secrets masked')
   .option(...configOption)
   .action(checkConfig);
+
+registerAgentCommand(program);
+registerPromoteCommand(program);
 
 await program.parseAsync();

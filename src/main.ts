@@ -1,12 +1,13 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Middleware } from 'koa';
 import type { Logger } from 'pino';
 import { gcSettings, parseListenAddress, type Config } from '../config/schema.js';
 import { createDriver, PathNotFoundError } from '../storage-drivers/index.js';
 import { scheduleGc } from './gc/schedule.js';
 import { newGcStatus, type GcStatus } from './gc/summary.js';
 import { createAuth } from './auth/auth.js';
-import { createApp } from './http/app.js';
+import { createApp, type AppState } from './http/app.js';
 import { createHttpServer } from './http/tls.js';
 import { notYetImplemented } from './not-yet-implemented.js';
 import { createRegistry } from './registry/registry.js';
@@ -43,12 +44,23 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   const auth = config.auth
     ? await createAuth(config.auth, { driver, logger, ...(externalURL !== undefined && { externalURL }) })
     : undefined;
+  // Parts that plug into the app: each adds its middleware here and its shutdown to `closers`.
+  const outer: Middleware<AppState>[] = [];
+  const guards: Middleware<AppState>[] = [];
+  const closers: (() => Promise<void>)[] = [];
+  // >>> metrics and health (owner: src/metrics) >>>
+  // <<< metrics and health <<<
+  // >>> notifications (owner: src/notifications) >>>
+  // <<< notifications <<<
+  // >>> quarantine (owner: src/verify) >>>
+  // <<< quarantine <<<
   const app = createApp({
     registry,
     logger,
     responseHeaders: config.http.headers,
     ...(externalURL !== undefined && { externalURL }),
     ...(auth && { auth }),
+    hooks: { outer, guards },
   });
   const handle = app.callback();
   // Plain HTTP, or HTTPS with http.tls; the timeouts for slow clients are set there.
@@ -85,6 +97,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     close: async () => {
       stopPurge();
       await Promise.all([stopGc(), drain(server, config.http.draintimeout)]);
+      // After the drain: requests that finished during it may still have queued work (events).
+      await Promise.all(closers.map((close) => close()));
     },
   };
 }

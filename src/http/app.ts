@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Router } from '@koa/router';
-import Koa from 'koa';
+import Koa, { type Middleware } from 'koa';
 import type { Logger } from 'pino';
 import type { Auth } from '../auth/auth.js';
 import type { Registry } from '../registry/registry.js';
@@ -22,6 +22,17 @@ export interface AppDeps {
   readonly externalURL?: string;
   /** `auth`: authentication, access rules and the built-in token server; absent: an open registry. */
   readonly auth?: Auth;
+  /**
+   * Middleware from other parts of the server, by where it sits. `outer` runs first and sees every
+   * request and, after `await next()`, its final status (metrics, webhook events). `guards` run after
+   * auth and before the routes (quarantine). `routes` adds routes outside /v2 that need no auth
+   * (health, metrics).
+   */
+  readonly hooks?: {
+    readonly outer?: readonly Middleware<AppState>[];
+    readonly guards?: readonly Middleware<AppState>[];
+    readonly routes?: (router: Router<AppState>) => void;
+  };
 }
 
 /** Per-request state: a child logger that carries the request id. */
@@ -39,6 +50,7 @@ export function createApp({
   responseHeaders = {},
   externalURL,
   auth,
+  hooks,
 }: AppDeps): Koa<AppState> {
   const app = new Koa<AppState>();
   // X-Forwarded-* is not trusted: anyone could set it and dodge the per-address login limit. Behind a
@@ -59,6 +71,7 @@ export function createApp({
   tagRoutes(router, registry);
   referrerRoutes(router, registry);
 
+  for (const middleware of hooks?.outer ?? []) app.use(middleware);
   app.use(async (ctx, next) => {
     const started = process.hrtime.bigint();
     const requestId = ctx.get('X-Request-Id') || randomUUID();
@@ -83,7 +96,14 @@ export function createApp({
     );
   });
   app.use(errorMiddleware());
+  if (hooks?.routes) {
+    // Before auth: probes and scrapers carry no registry credentials.
+    const open = new Router<AppState>();
+    hooks.routes(open);
+    app.use(open.routes());
+  }
   if (auth) app.use(auth.middleware(router));
+  for (const middleware of hooks?.guards ?? []) app.use(middleware);
   app.use(router.routes());
   app.use(router.allowedMethods());
   return app;
