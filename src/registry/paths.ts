@@ -19,6 +19,9 @@
  *     lease                                                    JSON: which GC runs now, and until when
  *     last-run.json                                            the summary of the last finished run
  *   /wharf/auth/robots/<id>.json                              a robot token: its grant, expiry and secret's hash
+ *   /wharf/notifications/<endpoint>/                          webhook delivery (src/notifications), per endpoint
+ *     queue/<ms>-<seq>-<rand>.<n>.json                         a batch of <n> events not yet delivered: the body to POST
+ *     lease                                                    JSON: which replica delivers now, and until when
  *
  * Distribution ignores `_wharf` (it skips `_`-prefixed directories it does not know) and never looks
  * outside `/docker/registry/v2`, so Wharf keeps its own data there. A link file holds a digest string,
@@ -33,6 +36,7 @@ export const GC_ROOT = '/wharf/gc';
 export const GC_TOUCHES_ROOT = `${GC_ROOT}/touches`;
 export const GC_TOMBSTONES_ROOT = `${GC_ROOT}/tombstones`;
 export const ROBOTS_ROOT = '/wharf/auth/robots';
+export const NOTIFICATIONS_ROOT = '/wharf/notifications';
 
 export type PathSpec =
   | { kind: 'blobData'; digest: Digest }
@@ -57,7 +61,10 @@ export type PathSpec =
   | { kind: 'gcTombstone'; digest: Digest }
   | { kind: 'gcLease' }
   | { kind: 'gcLastRun' }
-  | { kind: 'robotToken'; id: string };
+  | { kind: 'robotToken'; id: string }
+  | { kind: 'notificationQueueDir'; endpoint: string }
+  | { kind: 'notificationQueueEntry'; endpoint: string; entry: string }
+  | { kind: 'notificationLease'; endpoint: string };
 
 /** `sha256:abcd…` → `sha256/abcd…`, the form digests take as path components. */
 function digestPath(digest: Digest): string {
@@ -112,7 +119,26 @@ export function pathFor(spec: PathSpec): string {
       return `${ROBOTS_ROOT}/${spec.id}.json`;
     case 'gcLastRun':
       return `${GC_ROOT}/last-run.json`;
+    case 'notificationQueueDir':
+      return `${NOTIFICATIONS_ROOT}/${pathComponent(spec.endpoint)}/queue`;
+    case 'notificationQueueEntry':
+      return `${NOTIFICATIONS_ROOT}/${pathComponent(spec.endpoint)}/queue/${spec.entry}`;
+    case 'notificationLease':
+      return `${NOTIFICATIONS_ROOT}/${pathComponent(spec.endpoint)}/lease`;
   }
+}
+
+/**
+ * A free-form name (a webhook endpoint's) as one path component, readable and reversible: bytes
+ * outside `[A-Za-z0-9.-]`, `_` itself and a leading `.` become `_<hex>`.
+ */
+export function pathComponent(name: string): string {
+  let out = '';
+  for (const [i, byte] of Buffer.from(name, 'utf8').entries()) {
+    const ch = String.fromCharCode(byte);
+    out += /[A-Za-z0-9-]/.test(ch) || (ch === '.' && i > 0) ? ch : `_${byte.toString(16).padStart(2, '0')}`;
+  }
+  return out;
 }
 
 /** What a file found by walking the tree is: the inverse of `pathFor` for the files GC and `du` read. */

@@ -99,7 +99,7 @@ describe('config/examples', () => {
       file: join(examplesDir, 'distribution-compatible.yaml'),
       env: {},
     });
-    for (const key of ['notifications', 'redis', 'health', 'http.secret', 'storage.tag', 'log.accesslog']) {
+    for (const key of ['redis', 'health', 'http.secret', 'storage.tag', 'log.accesslog']) {
       assert.ok(
         warnings.some((w) => w.startsWith(`config key ${key} is not supported yet and is ignored`)),
         `no warning for ${key}: ${warnings.join('\n')}`,
@@ -406,11 +406,6 @@ describe('Distribution compatibility', () => {
   }
 
   const cases: { raw: object; warning: string; path: string }[] = [
-    {
-      raw: { notifications: { endpoints: [] } },
-      warning: 'config key notifications is not supported yet and is ignored',
-      path: 'notifications',
-    },
     {
       raw: { redis: { addrs: ['x:6379'] } },
       warning: 'config key redis is not supported yet and is ignored',
