@@ -153,6 +153,10 @@ const s3Schema = driverSection({
     .int()
     .min(5 * 1024 * 1024)
     .default(10 * 1024 * 1024),
+  // Wharf's own: Distribution's s3 driver has no such keys.
+  connecttimeout: duration('5s'),
+  requesttimeout: duration('60s'),
+  maxretries: z.int().min(0).max(20).default(4),
 });
 
 function configuredDrivers(storage: unknown): StorageDriverName[] {
@@ -315,7 +319,8 @@ export const configSchema = z
     log: z
       .strictObject({
         level: z.enum(['error', 'warn', 'info', 'debug', 'trace']).default('info'),
-        formatter: z.enum(['json', 'text']).default('json'),
+        // Unset: human-readable on a terminal, JSON lines otherwise (a log collector, a container).
+        formatter: z.enum(['json', 'text']).optional(),
         fields: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).default({}),
       })
       .prefault({}),
@@ -326,7 +331,23 @@ export const configSchema = z
         host: z.url().optional(),
         draintimeout: duration('10s'),
         headers: z.record(z.string(), z.array(z.string())).default({}),
-        debug: z.strictObject({ addr: listenAddress }).optional(),
+        // Distribution's debug server. With `addr`, metrics (and the health endpoints) are served on that
+        // listener instead of the main one; `prometheus` moves the metrics path or turns it off.
+        debug: z
+          .strictObject({
+            addr: listenAddress.optional(),
+            prometheus: z
+              .strictObject({
+                enabled: z.boolean().default(true),
+                path: z
+                  .string()
+                  .regex(/^\/[A-Za-z0-9._~/-]*$/, 'expected an absolute URL path')
+                  .refine((path) => !/^\/v2(\/|$)/.test(path), 'must not be under /v2')
+                  .default('/metrics'),
+              })
+              .prefault({}),
+          })
+          .optional(),
         tls: z.strictObject({ certificate: z.string().min(1), key: z.string().min(1) }).optional(),
       })
       .prefault({}),
@@ -342,8 +363,70 @@ export const configSchema = z
       })
       .optional(),
     // >>> notifications (webhooks; owner: src/notifications) >>>
+    // Distribution's `notifications` section, plus Wharf's `secret` and `maxbackoff` per endpoint.
+    // Absent: no webhooks. Zero `timeout`, `threshold` or `backoff` mean the default, as in Distribution.
+    notifications: z
+      .strictObject({
+        events: z.strictObject({ includereferences: z.boolean().default(false) }).prefault({}),
+        endpoints: z
+          .array(
+            z.strictObject({
+              name: z.string().min(1),
+              disabled: z.boolean().default(false),
+              url: z.url({
+                protocol: /^https?$/,
+                error: (iss) =>
+                  iss.input === undefined
+                    ? 'required (an http or https URL)'
+                    : `expected an http or https URL, got ${JSON.stringify(iss.input)}`,
+              }),
+              // Header values often carry credentials (Authorization), so all of them are masked.
+              headers: z.record(z.string(), z.array(secret())).default({}),
+              timeout: duration('1s'),
+              threshold: z.int().min(0).default(10),
+              backoff: duration('1s'),
+              ignoredmediatypes: z.array(z.string()).default([]),
+              ignore: z
+                .strictObject({
+                  mediatypes: z.array(z.string()).default([]),
+                  actions: z.array(z.enum(['push', 'pull', 'delete', 'mount'])).default([]),
+                })
+                .prefault({}),
+              /** HMAC-SHA256 key: each request carries `X-Wharf-Signature-256: sha256=<hex>` of its body. */
+              secret: secret().optional(),
+              /** The longest wait between retries once backoff grows. */
+              maxbackoff: duration('5m'),
+            }),
+          )
+          .default([])
+          .refine((endpoints) => new Set(endpoints.map((e) => e.name)).size === endpoints.length, {
+            error: 'endpoint names must be unique (each has its own queue)',
+          }),
+      })
+      .optional(),
     // <<< notifications <<<
     // >>> verification (quarantine, trusted keys; owner: src/verify) >>>
+    // Wharf's own section: pulls BY TAG from `quarantine` repositories need a passing verdict signed by a
+    // key in `trustedkeys` (a JWKS file, or an http(s) URL such as the agent's /.well-known/jwks.json,
+    // fetched again every `refreshinterval`). Pulls by digest stay open (the agent pulls that way).
+    verification: z
+      .strictObject({
+        quarantine: z.array(repositoryGlob).default([]),
+        trustedkeys: z.string().min(1).optional(),
+        refreshinterval: duration('5m'),
+        /** How long a passing decision is reused: a newer FAILED verdict takes this long to bite. */
+        cachettl: duration('30s'),
+      })
+      .superRefine((verification, ctx) => {
+        if (verification.quarantine.length > 0 && verification.trustedkeys === undefined) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['trustedkeys'],
+            message: 'required when verification.quarantine is set (a JWKS file path or http(s) URL)',
+          });
+        }
+      })
+      .optional(),
     // <<< verification <<<
     validation: z
       .strictObject({
@@ -410,7 +493,6 @@ export const DISTRIBUTION_ONLY_KEYS: readonly string[] = [
   'middleware',
   'catalog',
   'tags',
-  'notifications',
   'redis',
   'health',
   'proxy',
@@ -426,7 +508,6 @@ export const DISTRIBUTION_ONLY_KEYS: readonly string[] = [
   'http.tls.minimumtls',
   'http.tls.ciphersuites',
   'http.tls.letsencrypt',
-  'http.debug.prometheus',
   'storage.tag',
   'storage.cache.blobdescriptorsize',
   'storage.maintenance.readonly',

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import cluster from 'node:cluster';
 import { Command } from 'commander';
 import { pino } from 'pino';
 import { ConfigError, loadConfig, renderConfig, type LoadedConfig } from '../config/load.js';
@@ -14,10 +15,14 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 // How long after http.draintimeout a shutdown may still take before the process gives up on it.
 const SHUTDOWN_GRACE_MS = 5000;
 
+// Read by `serve --workers` (src/cluster.ts), not config keys: kept from the config's env overrides.
+const SERVE_ENV = new Set(['WHARF_WORKERS', 'WHARF_WORKER_SLOT']);
+
 /** --config, else $WHARF_CONFIG, else the built-in defaults; a bad config exits 2 with one line. */
 function load(file: string | undefined): LoadedConfig {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !SERVE_ENV.has(name)));
   try {
-    return loadConfig({ file: file ?? (process.env.WHARF_CONFIG || undefined), env: process.env });
+    return loadConfig({ file: file ?? (process.env.WHARF_CONFIG || undefined), env });
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     console.error(`wharf: ${err.message}`);
@@ -25,10 +30,30 @@ function load(file: string | undefined): LoadedConfig {
   }
 }
 
-async function serve(opts: { config?: string }): Promise<void> {
-  const { config, warnings } = load(opts.config);
+async function serve(opts: { config?: string; workers?: string }): Promise<void> {
+  const loaded = load(opts.config);
+  let config = loaded.config;
   const logger = createLogger(config.log);
-  for (const warning of warnings) logger.warn({ warning }, 'config warning');
+  const inWorker = cluster.isWorker;
+  // A worker's primary has logged them already.
+  if (!inWorker) for (const warning of loaded.warnings) logger.warn({ warning }, 'config warning');
+
+  const workers = opts.workers ?? (process.env.WHARF_WORKERS || undefined);
+  if (!inWorker && workers !== undefined) {
+    const { parseWorkerCount, runPrimary } = await import('./cluster.js');
+    let count: number;
+    try {
+      count = parseWorkerCount(workers);
+    } catch (err) {
+      console.error(`wharf: --workers: ${err instanceof Error ? err.message : String(err)}`);
+      process.exit(2);
+    }
+    await runPrimary({ workers: count, config, logger });
+    return;
+  }
+  const { announceReady, withoutSchedules, WORKER_SLOT_ENV } = await import('./cluster.js');
+  // One worker runs the scheduled GC and upload purge for the whole process group.
+  if (inWorker && process.env[WORKER_SLOT_ENV] !== '1') config = withoutSchedules(config);
 
   // Loaded here so that `config check` does not load the whole server.
   const { startServer } = await import('./main.js');
@@ -39,6 +64,7 @@ async function serve(opts: { config?: string }): Promise<void> {
     logger.fatal({ err }, 'server failed to start');
     process.exit(1);
   }
+  announceReady();
 
   let closing = false;
   const shutdown = (signal: NodeJS.Signals) => {
@@ -65,7 +91,8 @@ async function serve(opts: { config?: string }): Promise<void> {
     );
   };
   process.on('SIGTERM', shutdown);
-  process.on('SIGINT', shutdown);
+  // Ctrl-C reaches every process of the group; a worker waits for the SIGTERM its primary sends.
+  process.on('SIGINT', inWorker ? () => undefined : shutdown);
 }
 
 function checkConfig(opts: { config?: string }): void {
@@ -239,6 +266,11 @@ program
   .command('serve')
   .description('run the registry')
   .option(...configOption)
+  .option(
+    '-w, --workers <n>',
+    'serve from N worker processes on the one port; 0 or auto: one per CPU (default: $WHARF_WORKERS, ' +
+      'else a single process)',
+  )
   .action(serve);
 program
   .command('gc')

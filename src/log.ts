@@ -18,7 +18,7 @@ const REDACT_PATHS = [
 
 /**
  * The process logger: JSON lines (stdout unless `destination` is given), or human-readable lines
- * with `formatter: text`. pino-pretty runs in-process as a stream, so no worker thread is started.
+ * with `formatter: text`, or by default when stdout is a terminal. pino-pretty runs in-process as a stream, so no worker thread is started.
  */
 export function createLogger(cfg: Config['log'], opts: { destination?: DestinationStream } = {}): Logger {
   const options = {
@@ -27,7 +27,10 @@ export function createLogger(cfg: Config['log'], opts: { destination?: Destinati
     timestamp: pino.stdTimeFunctions.isoTime,
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
   };
-  if (cfg.formatter === 'text') {
+  const text =
+    cfg.formatter === 'text' ||
+    (cfg.formatter === undefined && opts.destination === undefined && process.stdout.isTTY);
+  if (text) {
     const destination = opts.destination ?? process.stdout;
     const colorize = opts.destination === undefined && process.stdout.isTTY;
     return pino(options, pretty({ destination, colorize, sync: true, ignore: 'pid,hostname' }));

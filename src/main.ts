@@ -11,6 +11,9 @@ import { createApp, type AppState } from './http/app.js';
 import { createHttpServer } from './http/tls.js';
 import { notYetImplemented } from './not-yet-implemented.js';
 import { createRegistry } from './registry/registry.js';
+import { workerLink } from './cluster.js';
+import { createServerMetrics } from './metrics/metrics.js';
+import { startOperations } from './metrics/operations.js';
 import { scheduleUploadPurge } from './upload-purge-schedule.js';
 
 export interface RunningServer {
@@ -28,7 +31,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   for (const warning of pending.warnings) logger.warn({ warning }, 'config warning');
   if (pending.errors.length > 0) throw new Error(pending.errors.join('; '));
 
-  const driver = createDriver(config.storage);
+  // Metrics come first (block "metrics and health"): the driver and the core report into them.
+  const cluster = workerLink();
+  const metrics = createServerMetrics({ ...(cluster && { cluster }) });
+  const driver = createDriver(config.storage, metrics.storageHooks);
   // Fail at start-up, in one line, when the storage cannot be reached (dead endpoint, bucket, credentials).
   await driver.stat('/').catch((err: unknown) => {
     if (err instanceof PathNotFoundError) return;
@@ -39,6 +45,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   const registry = createRegistry(driver, {
     manifestMaxSize: config.validation.manifests.maxsize,
     deleteEnabled: config.storage.delete.enabled,
+    cacheObserver: metrics.cacheObserver,
   });
   const externalURL = config.http.host;
   const auth = config.auth
@@ -49,10 +56,36 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   const guards: Middleware<AppState>[] = [];
   const closers: (() => Promise<void>)[] = [];
   // >>> metrics and health (owner: src/metrics) >>>
+  // `metrics` (created before the driver, above) also carries `notificationObserver` for webhooks.
+  const operations = await startOperations({ config, logger, driver, metrics, clustered: !!cluster });
+  outer.push(metrics.middleware);
+  closers.push(() => operations.close());
   // <<< metrics and health <<<
   // >>> notifications (owner: src/notifications) >>>
+  if (config.notifications && config.notifications.endpoints.length > 0) {
+    // Loaded only when webhooks are configured; delivery of what is queued in storage starts now.
+    const { createNotifications } = await import('./notifications/notifications.js');
+    const notifications = createNotifications(config.notifications, {
+      driver,
+      registry,
+      logger,
+      observer: metrics.notificationObserver,
+      port: parseListenAddress(config.http.addr).port,
+      ...(externalURL !== undefined && { externalURL }),
+    });
+    outer.push(notifications.middleware);
+    closers.push(() => notifications.close());
+  }
   // <<< notifications <<<
   // >>> quarantine (owner: src/verify) >>>
+  if (config.verification && config.verification.quarantine.length > 0) {
+    const { createQuarantine } = await import('./verify/quarantine.js');
+    const quarantine = await createQuarantine(registry, config.verification, logger);
+    if (quarantine) {
+      guards.push(quarantine.middleware);
+      closers.push(quarantine.close);
+    }
+  }
   // <<< quarantine <<<
   const app = createApp({
     registry,
@@ -60,7 +93,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     responseHeaders: config.http.headers,
     ...(externalURL !== undefined && { externalURL }),
     ...(auth && { auth }),
-    hooks: { outer, guards },
+    hooks: { outer, guards, routes: operations.routes },
   });
   const handle = app.callback();
   // Plain HTTP, or HTTPS with http.tls; the timeouts for slow clients are set there.
@@ -80,6 +113,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   const stopPurge = purging.enabled ? scheduleUploadPurge(driver, purging, logger) : () => undefined;
   const gc = gcSettings(config);
   const gcStatus = newGcStatus();
+  metrics.watchGc(gcStatus);
   // Upload purging has its own schedule above, so scheduled GC runs leave uploads alone.
   const stopGc = gc.interval
     ? scheduleGc(
@@ -95,6 +129,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     address,
     gc: gcStatus,
     close: async () => {
+      // Probes answer 503 from now on, so load balancers stop sending while in-flight requests finish.
+      operations.health.drain();
       stopPurge();
       await Promise.all([stopGc(), drain(server, config.http.draintimeout)]);
       // After the drain: requests that finished during it may still have queued work (events).

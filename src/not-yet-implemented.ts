@@ -9,7 +9,6 @@ export function notYetImplemented(config: Config): { errors: string[]; warnings:
   const errors: string[] = [];
   const warnings: string[] = [];
   if (config.http.prefix !== undefined) warnings.push('http.prefix is not implemented yet and is ignored');
-  if (config.http.debug) warnings.push('http.debug is not implemented yet; no debug server is started');
   if (config.validation.manifests.urls) {
     warnings.push('validation.manifests.urls is not implemented yet; foreign layer URLs are not checked');
   }

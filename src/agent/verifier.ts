@@ -132,7 +132,9 @@ export class Verifier {
     const judged = INDEX_TYPES.has(manifest.mediaType)
       ? await this.judgeIndex(repository, doc.manifests ?? [], log)
       : await this.judgeImage(repository, digest, log);
+    const created = new Date();
     const statement = buildStatement({
+      created,
       subjectName: `${this.opts.registryName}/${repository}`,
       digest,
       result: judged.passed ? 'PASSED' : 'FAILED',
@@ -143,7 +145,9 @@ export class Verifier {
     });
     const result: VerdictResult = judged.passed ? 'PASSED' : 'FAILED';
     const envelope = await signStatement(statement, this.opts.key);
-    const verdict = await pushVerdict(client, repository, subject, envelope, result, this.opts.key.kid);
+    const verdict = await pushVerdict(client, repository, subject, envelope, result, this.opts.key.kid, {
+      created,
+    });
     log.info({ result, reason: judged.details.reason, verdict, policy: judged.policy }, 'verdict pushed');
     return { status: 'verdict', result, verdict, existing: false };
   }

@@ -18,10 +18,16 @@ export class BasicLogin {
     private readonly logger: Logger,
   ) {}
 
-  async login(username: string, password: string, address: string): Promise<LoginResult> {
+  /** `log`: the request's logger, so that the lines carry its request id. */
+  async login(
+    username: string,
+    password: string,
+    address: string,
+    log: Logger = this.logger,
+  ): Promise<LoginResult> {
     const wait = this.limiter.retryAfter(username, address);
     if (wait > 0) {
-      this.logger.warn({ user: username, address }, 'login refused: too many failures');
+      log.warn({ user: username, address }, 'login refused: too many failures');
       return { ok: false, retryAfterMs: wait };
     }
     let subject: Subject | undefined;
@@ -32,7 +38,7 @@ export class BasicLogin {
     }
     if (subject === undefined) {
       this.limiter.failure(username, address);
-      this.logger.info({ user: username, address }, 'login failed');
+      log.info({ user: username, address }, 'login failed');
       return { ok: false };
     }
     this.limiter.success(username);

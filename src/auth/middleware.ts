@@ -117,7 +117,12 @@ export function authMiddleware(router: Router, deps: AuthMiddlewareDeps): Middle
     const credentials = parseAuthorization(ctx.get('Authorization') || undefined);
     if (credentials.scheme === 'none') return ANONYMOUS_CALLER;
     if (scheme.kind === 'basic' && credentials.scheme === 'basic') {
-      const result = await scheme.login.login(credentials.username, credentials.password, ctx.ip);
+      const result = await scheme.login.login(
+        credentials.username,
+        credentials.password,
+        ctx.ip,
+        ctx.state.log,
+      );
       if (result.ok) return { kind: 'subject', subject: result.subject };
       if (result.retryAfterMs !== undefined) {
         ctx.set('Retry-After', String(Math.ceil(result.retryAfterMs / 1000)));

@@ -135,10 +135,12 @@ async function readForm(ctx: Context): Promise<URLSearchParams | undefined> {
 export function tokenRoutes(router: Router, deps: TokenEndpointDeps): void {
   const { issuer, login, rules, logger } = deps;
   const service = issuer.options.service;
+  // The request's logger (the app sets it), so that these lines carry the request id.
+  const requestLog = (ctx: Context): Logger => (ctx.state as { log?: Logger }).log ?? logger;
 
   /** Checks Basic-style credentials; answers the failure itself and returns undefined. */
   const authenticate = async (ctx: Context, username: string, password: string) => {
-    const result = await login.login(username, password, ctx.ip);
+    const result = await login.login(username, password, ctx.ip, requestLog(ctx));
     if (result.ok) return result.subject;
     if (result.retryAfterMs !== undefined) {
       ctx.set('Retry-After', String(Math.ceil(result.retryAfterMs / 1000)));
@@ -160,7 +162,7 @@ export function tokenRoutes(router: Router, deps: TokenEndpointDeps): void {
     const granted = grantScopes(rules, subject, scopes);
     if (subject.kind !== 'anonymous') ctx.state.user = subjectClaim(subject);
     const issued = await issuer.issue(subject, granted);
-    logger.info(
+    requestLog(ctx).info(
       { sub: subjectClaim(subject), kind: subject.kind, granted: granted.map(formatScope) },
       'token issued',
     );

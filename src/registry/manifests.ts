@@ -20,6 +20,7 @@ import {
   type ParsedManifest,
 } from './manifest-format.js';
 import { baseName, pathFor } from './paths.js';
+import type { CacheObserver } from './registry.js';
 
 export interface StoredManifest {
   readonly digest: Digest;
@@ -45,7 +46,7 @@ export class ManifestStore {
   constructor(
     private readonly driver: StorageDriver,
     private readonly blobs: BlobStore,
-    private readonly options: { maxSize: number; cacheBytes?: number },
+    private readonly options: { maxSize: number; cacheBytes?: number; cacheObserver?: CacheObserver },
   ) {
     this.cache = new LRUCache({
       maxSize: options.cacheBytes ?? 64 * 1024 * 1024,
@@ -77,6 +78,7 @@ export class ManifestStore {
   /** Manifest bytes by digest, whichever repository holds them; callers check the repository first. */
   async content(digest: Digest): Promise<StoredManifest> {
     const cached = this.cache.get(digest.toString());
+    this.options.cacheObserver?.('manifests', cached !== undefined);
     if (cached) return cached;
     let content: Buffer;
     try {

@@ -11,7 +11,12 @@ export interface RegistryOptions {
   readonly manifestMaxSize: number;
   /** Whether DELETE of blobs and manifests is allowed (`storage.delete.enabled`). */
   readonly deleteEnabled: boolean;
+  /** Told of every lookup in the core's in-memory caches (metrics); the core knows no metrics library. */
+  readonly cacheObserver?: CacheObserver;
 }
+
+/** `cache` names the cache (`manifests`, `upload_hash`); `hit` whether the lookup found what it needed. */
+export type CacheObserver = (cache: string, hit: boolean) => void;
 
 /** The registry core: every store over one storage driver. No HTTP in here. */
 export interface Registry {
@@ -27,12 +32,16 @@ export interface Registry {
 
 export function createRegistry(driver: StorageDriver, options: RegistryOptions): Registry {
   const blobs = new BlobStore(driver);
-  const manifests = new ManifestStore(driver, blobs, { maxSize: options.manifestMaxSize });
+  const observe = options.cacheObserver;
+  const manifests = new ManifestStore(driver, blobs, {
+    maxSize: options.manifestMaxSize,
+    ...(observe && { cacheObserver: observe }),
+  });
   return {
     options,
     driver,
     blobs,
-    uploads: new UploadStore(driver, blobs),
+    uploads: new UploadStore(driver, blobs, observe),
     manifests,
     tags: new TagStore(driver),
     referrers: new ReferrerStore(driver, manifests),

@@ -110,6 +110,15 @@ async function check(
       message: `verdict subject digest ${named} does not match ${subject}`,
     };
   }
+  // The created annotation orders verdicts; where the statement signs the time, the two must agree.
+  const signedCreated = statement.predicate.wharf?.created;
+  if (typeof signedCreated === 'string' && Date.parse(signedCreated) !== found.created?.getTime()) {
+    return {
+      valid: false,
+      reason: 'invalid',
+      message: `verdict is invalid: its created annotation does not match the signed time ${signedCreated}`,
+    };
+  }
   const { result, failedTests } = statement.predicate;
   // The annotation is unsigned: a signed FAILED counts whatever it says, a signed PASSED only if it agrees.
   if (result === 'PASSED' && found.result !== 'PASSED') {

@@ -95,6 +95,11 @@ export interface BuildStatementInput {
   policy: string;
   /** Exit code, reason, duration...: stored under `predicate.wharf`. */
   details?: Record<string, unknown>;
+  /**
+   * When the verdict was made, signed as `predicate.wharf.created`: the manifest's created annotation
+   * must equal it, so re-pushing an old verdict with a later date cannot make it the newest.
+   */
+  created?: Date;
 }
 
 function sha256(bytes: Buffer): string {
@@ -116,7 +121,9 @@ export function buildStatement(input: BuildStatementInput): InTotoStatement {
       failedTests: [...input.failedTests],
       warnedTests: [],
       configuration: [{ name: input.policy }],
-      ...(input.details !== undefined && { wharf: input.details }),
+      ...((input.details !== undefined || input.created !== undefined) && {
+        wharf: { ...input.details, ...(input.created && { created: input.created.toISOString() }) },
+      }),
     },
   };
 }

@@ -107,10 +107,11 @@ async function pushVerdictFor(
   repo: string,
   subject: Descriptor,
   result: VerdictResult,
-  opts: { key?: SigningKey; about?: string; created?: Date } = {},
+  opts: { key?: SigningKey; about?: string; created?: Date; signedCreated?: Date } = {},
 ): Promise<string> {
   const key = opts.key ?? trusted;
   const statement = buildStatement({
+    ...(opts.signedCreated && { created: opts.signedCreated }),
     subjectName: `registry.test/${repo}`,
     digest: opts.about ?? subject.digest,
     result,
@@ -198,6 +199,25 @@ void describe('quarantine', () => {
     await pushVerdictFor(client, 'prod/app', b, 'FAILED', { created: secondsAgo(20) });
     await pushVerdictFor(client, 'prod/app', b, 'PASSED', { created: secondsAgo(10) });
     expectStatus(await pull(http, 'prod/app', 'b'), 200);
+  });
+
+  void test('an old signed PASSED re-pushed with a later created annotation does not outrank a FAILED', async () => {
+    const { http, client } = await quarantinedRegistry();
+    const image = await pushImage(client, 'prod/app', 'v1');
+    const passedAt = secondsAgo(30);
+    await pushVerdictFor(client, 'prod/app', image, 'PASSED', { created: passedAt, signedCreated: passedAt });
+    await pushVerdictFor(client, 'prod/app', image, 'FAILED', {
+      created: secondsAgo(20),
+      signedCreated: secondsAgo(20),
+    });
+    expectStatus(await pull(http, 'prod/app', 'v1'), 403);
+    // The same signed statement under a manifest that claims to be newest: its annotation lies.
+    await pushVerdictFor(client, 'prod/app', image, 'PASSED', {
+      created: secondsAgo(1),
+      signedCreated: passedAt,
+    });
+    const refused = await pull(http, 'prod/app', 'v1');
+    expectOciError(refused, 403, 'DENIED');
   });
 
   void test('a verdict signed by an untrusted key, or about another image, does not count', async () => {

@@ -19,7 +19,7 @@ const root = new URL('../../', import.meta.url).pathname;
 const examplesDir = join(root, 'config/examples');
 
 const DEFAULTS: Config = {
-  log: { level: 'info', formatter: 'json', fields: {} },
+  log: { level: 'info', fields: {} },
   http: { addr: ':5000', draintimeout: 10_000, headers: {} },
   storage: {
     filesystem: { rootdirectory: './data', maxthreads: 100 },
