@@ -53,8 +53,14 @@
  *     In no case is M accepted while G deletes B.
  * (c) Children and referrers: a spared manifest is marked with its closure before any blob is swept,
  *     and an index is decided before its children, so a kept index never loses a child.
- * (d) Nothing else deletes references: no cache says a blob exists (the manifest cache holds immutable
- *     content by digest; every existence check reads storage), and HEAD/GET answer 404 on a tombstone.
+ * (d) Nothing else deletes references. The manifest cache holds immutable content by digest. The check
+ *     after write reads storage. HEAD/GET read the tombstone every time and answer 404 on one; their
+ *     lookup of link and data is reused (BlobStore.stat) only while this process's own durable touch of
+ *     the digest is under TOUCH_SKIP_MS old: a run in another process deletes the blob only if that
+ *     touch is older than θ, which needs a grace period above TOUCH_SKIP_MS (as for skipping touches);
+ *     a run in this process forgets the touch (records.removeTouch) when it deletes. So a HEAD says
+ *     "exists" about a deleted blob only if the blob went while this process linked or looked it up
+ *     (whose answer said as much already), for at most TOUCH_SKIP_MS; a manifest PUT still fails.
  * The grace period is therefore a liveness bound, not a safety one: a push whose blobs sit unreferenced
  * longer than the grace period before its manifest PUT may have them collected and must retry. The
  * argument holds for two concurrent runs as well, so the lease only saves duplicate work.

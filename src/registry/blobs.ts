@@ -1,7 +1,8 @@
 import type { Readable } from 'node:stream';
+import { LRUCache } from 'lru-cache';
 import type { StorageDriver } from '../../storage-drivers/driver.js';
 import { PathNotFoundError } from '../../storage-drivers/driver.js';
-import { GcRecords } from '../gc/records.js';
+import { GcRecords, TOUCH_SKIP_MS } from '../gc/records.js';
 import type { Digest } from './digest.js';
 import { BlobUnknownError } from './errors.js';
 import { deleteIfExists, exists, readLink, writeLink } from './links.js';
@@ -19,6 +20,12 @@ export interface BlobDescriptor {
 export class BlobStore {
   /** Touches and tombstones shared with garbage collection (src/gc/collect.ts). */
   readonly gc: GcRecords;
+  /**
+   * `name@digest` → the blob as a lookup or a link found it, reused by `stat` (never by `lookup`, which
+   * the check after write uses) only while this process's own touch of the digest is under
+   * TOUCH_SKIP_MS old: the window in which no GC run may delete it (src/gc/collect.ts, (d)).
+   */
+  private readonly looked = new LRUCache<string, BlobDescriptor>({ max: 10_000, ttl: TOUCH_SKIP_MS });
 
   constructor(
     private readonly driver: StorageDriver,
@@ -53,9 +60,14 @@ export class BlobStore {
     const unknown = () => new BlobUnknownError(undefined, { digest: digest.toString() });
     let blob: BlobDescriptor | undefined;
     let tombstoned: boolean;
+    const key = `${name}@${digest.toString()}`;
     if (this.gc.touchedRecently(digest) || opts.backgroundTouch === true) {
       // A touch that precedes this read of the tombstone was made already, or none is needed.
-      [blob, tombstoned] = await Promise.all([this.lookup(name, digest), this.gc.isTombstoned(digest)]);
+      const recent = this.gc.touchedRecently(digest) ? this.looked.get(key) : undefined;
+      [blob, tombstoned] = await Promise.all([
+        recent ?? this.lookup(name, digest),
+        this.gc.isTombstoned(digest),
+      ]);
       if (blob && !tombstoned && opts.backgroundTouch === true) this.gc.touchInBackground(digest);
     } else {
       blob = await this.lookup(name, digest);
@@ -64,10 +76,15 @@ export class BlobStore {
       tombstoned = await this.gc.isTombstoned(digest);
     }
     if (tombstoned) {
+      this.looked.delete(key);
       if ((await this.gc.awaitTombstone(digest, true)) === 'stuck') throw unknown();
       blob = await this.lookup(name, digest);
     }
-    if (!blob) throw unknown();
+    if (!blob) {
+      this.looked.delete(key);
+      throw unknown();
+    }
+    this.looked.set(key, blob);
     return blob;
   }
 
@@ -92,14 +109,17 @@ export class BlobStore {
   }
 
   /** Links a blob into a repository (upload, mount): a use, so the blob is touched too. */
-  async link(name: string, digest: Digest): Promise<void> {
+  async link(name: string, digest: Digest, size?: number): Promise<void> {
     await writeLink(this.driver, pathFor({ kind: 'layerLink', name, digest }), digest);
     await this.gc.touch([digest]);
+    // Clients HEAD what they just uploaded.
+    if (size !== undefined) this.looked.set(`${name}@${digest.toString()}`, { digest, size });
   }
 
   /** Removes a repository's link; the bytes stay until garbage collection finds them unreferenced. */
   async unlink(name: string, digest: Digest): Promise<void> {
     const path = pathFor({ kind: 'layerLink', name, digest });
+    this.looked.delete(`${name}@${digest.toString()}`);
     if (!(await exists(this.driver, path)))
       throw new BlobUnknownError(undefined, { digest: digest.toString() });
     await deleteIfExists(this.driver, path.slice(0, -'/link'.length));

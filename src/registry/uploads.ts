@@ -11,6 +11,7 @@ import { BlobUploadUnknownError, DigestInvalidError, ChunkOutOfOrderError } from
 import { deleteIfExists, exists } from './links.js';
 import { KeyedMutex } from './mutex.js';
 import { pathFor } from './paths.js';
+import type { CacheObserver } from './registry.js';
 
 const UPLOAD_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -34,6 +35,7 @@ export class UploadStore {
   constructor(
     private readonly driver: StorageDriver,
     private readonly blobs: BlobStore,
+    private readonly cacheObserver?: CacheObserver,
   ) {}
 
   static isValidId(id: string): boolean {
@@ -71,34 +73,56 @@ export class UploadStore {
 
   async complete(name: string, id: string, expected: Digest, body?: Readable): Promise<BlobDescriptor> {
     return this.locks.run(id, async () => {
-      const size = body ? await this.appendLocked(name, id, body) : await this.size(name, id);
+      // The data stays open until its commit: opening it again costs an object store another round of
+      // listings (the session's uploads and parts).
+      const { size, writer } = body
+        ? await this.appendLocked(name, id, body, undefined, true)
+        : await this.openData(name, id);
       const data = pathFor({ kind: 'uploadData', name, id });
       let committed = size === 0;
+      let closed = writer === undefined;
       // Finalises the data (an object store completes its multipart upload) before it is read or moved.
       const commit = async (): Promise<void> => {
         if (committed) return;
-        await (await this.driver.writer(data, true)).commit();
-        committed = true;
+        await (writer ?? (await this.driver.writer(data, true))).commit();
+        committed = closed = true;
       };
-      let actual = this.digestFromState(name, id, size, expected.algorithm);
-      if (!actual) {
-        await commit();
-        actual = await this.digestByReading(name, id, size, expected.algorithm);
-      }
-      if (!sameDigest(actual, expected)) {
-        // The bytes can never become the blob the client named; keep nothing of them.
+      // The bytes are not wanted: the open writer lets go of them before the session goes.
+      const drop = async (): Promise<void> => {
+        if (!closed) await writer?.cancel();
+        closed = true;
+      };
+      try {
+        let actual = this.digestFromState(name, id, size, expected.algorithm);
+        this.cacheObserver?.('upload_hash', actual !== undefined);
+        if (!actual) {
+          await commit();
+          actual = await this.digestByReading(name, id, size, expected.algorithm);
+        }
+        if (!sameDigest(actual, expected)) {
+          // The bytes can never become the blob the client named; keep nothing of them.
+          await drop();
+          await this.cancelLocked(name, id);
+          throw new DigestInvalidError(undefined, {
+            expected: expected.toString(),
+            actual: actual.toString(),
+          });
+        }
+        // Deduplication: when the blob exists already, the uploaded copy is dropped (never made durable).
+        if (!(await this.blobs.statGlobal(actual))) {
+          await commit();
+          if (size > 0) await this.driver.move(data, pathFor({ kind: 'blobData', digest: actual }));
+          else await this.blobs.putSmall(actual, Buffer.alloc(0));
+        }
+        await drop();
+        await this.blobs.link(name, actual, size);
         await this.cancelLocked(name, id);
-        throw new DigestInvalidError(undefined, { expected: expected.toString(), actual: actual.toString() });
+        return { digest: actual, size };
+      } catch (err) {
+        // A failure keeps what arrived, as a broken chunk does: the client may retry the PUT.
+        if (!closed && writer) await endQuietly(writer);
+        throw err;
       }
-      // Deduplication: when the blob exists already, the uploaded copy is dropped (never made durable).
-      if (!(await this.blobs.statGlobal(actual))) {
-        await commit();
-        if (size > 0) await this.driver.move(data, pathFor({ kind: 'blobData', digest: actual }));
-        else await this.blobs.putSmall(actual, Buffer.alloc(0));
-      }
-      await this.blobs.link(name, actual);
-      await this.cancelLocked(name, id);
-      return { digest: actual, size };
     });
   }
 
@@ -114,8 +138,43 @@ export class UploadStore {
     await deleteIfExists(this.driver, pathFor({ kind: 'uploadDir', name, id }));
   }
 
-  private async appendLocked(name: string, id: string, body: Readable, start?: number): Promise<number> {
-    const size = await this.size(name, id);
+  /** The session's data open for appending, and its size; no writer while the session has no data. */
+  private async openData(name: string, id: string): Promise<{ size: number; writer?: FileWriter }> {
+    if (!UploadStore.isValidId(id)) throw new BlobUploadUnknownError();
+    try {
+      const writer = await this.driver.writer(pathFor({ kind: 'uploadData', name, id }), true);
+      return { size: writer.size, writer };
+    } catch (err) {
+      if (!(err instanceof PathNotFoundError)) throw err;
+    }
+    // No data yet: the session exists if it was started.
+    if (await exists(this.driver, pathFor({ kind: 'uploadStartedAt', name, id }))) return { size: 0 };
+    throw new BlobUploadUnknownError();
+  }
+
+  private appendLocked(name: string, id: string, body: Readable, start?: number): Promise<number>;
+  /** With `keepOpen`, the writer is returned open (not ended), for the caller to commit. */
+  private appendLocked(
+    name: string,
+    id: string,
+    body: Readable,
+    start: number | undefined,
+    keepOpen: true,
+  ): Promise<{ size: number; writer: FileWriter }>;
+  private async appendLocked(
+    name: string,
+    id: string,
+    body: Readable,
+    start?: number,
+    keepOpen = false,
+  ): Promise<number | { size: number; writer: FileWriter }> {
+    // Opening the data for appending tells its size too: one round of storage requests, not two.
+    const opened = await this.openData(name, id);
+    const size = opened.size;
+    // Empty data starts over, as a new file (an object store then keeps its upload in progress).
+    if (opened.writer && (size === 0 || (start !== undefined && start !== size))) {
+      await endQuietly(opened.writer);
+    }
     if (start !== undefined && start !== size) {
       throw new ChunkOutOfOrderError(`chunk starts at ${start} but the upload has ${size} bytes`);
     }
@@ -126,7 +185,10 @@ export class UploadStore {
     }
     this.hashes.delete(key);
 
-    const writer = await this.driver.writer(pathFor({ kind: 'uploadData', name, id }), size > 0);
+    const writer =
+      size > 0 && opened.writer
+        ? opened.writer
+        : await this.driver.writer(pathFor({ kind: 'uploadData', name, id }), false);
     let written = 0;
     try {
       for await (const chunk of body as AsyncIterable<Buffer>) {
@@ -138,13 +200,15 @@ export class UploadStore {
       await endQuietly(writer);
       throw err;
     }
-    writer.end();
-    await finished(writer);
+    if (!keepOpen) {
+      writer.end();
+      await finished(writer);
+    }
     if (state) {
       state.offset = size + written;
       this.hashes.set(key, state);
     }
-    return size + written;
+    return keepOpen ? { size: size + written, writer } : size + written;
   }
 
   /** The digest from the running hash, when this process saw every byte. */
