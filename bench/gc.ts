@@ -1,22 +1,29 @@
-// `node --import tsx bench/gc.ts`: garbage collection on the filesystem driver.
+// `node --import tsx bench/gc.ts [--storage s3]`: garbage collection on the filesystem driver, or on the
+// S3 server of test/s3/start-rgw.sh (TEST_S3_* settings, a bucket of its own).
 //  1. GC time on a generated tree (default 100 repositories, 2,000 manifests, 10,000 blobs, a tenth of
 //     them garbage): a dry run, then a real run that deletes the garbage, then a run with nothing to do.
+//     On S3 each run goes through a counting proxy: requests by operation, and how many keys its
+//     listings returned against the keys in the bucket (issue 4: no more than one whole listing per run).
 //  2. Pull latency (each HTTP request of manifest + config + layers pulls) against `wharf serve` in its
 //     own process, with and without GC looping inside it (`gc.interval` 10 ms, as the server schedules
 //     it), p50/p99 and ratio, in alternating rounds (--duration seconds in total per side).
 // The tree is written through the storage driver, not through HTTP, to keep generation short.
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { createFilesystemDriver } from '../storage-drivers/filesystem/driver.js';
-import type { StorageDriver } from '../storage-drivers/driver.js';
+import { PathNotFoundError, type StorageDriver } from '../storage-drivers/driver.js';
+import { createS3Driver } from '../storage-drivers/s3/driver.js';
 import { collectGarbage } from '../src/gc/collect.js';
 import { forEachLimit } from '../src/gc/pool.js';
 import { parseDigest, type Digest } from '../src/registry/digest.js';
 import { pathFor } from '../src/registry/paths.js';
-import { startWharf, type RunningServer } from '../test/helpers/processes.js';
+import { startWharf, wharfS3Env, type RunningServer } from '../test/helpers/processes.js';
+import { createTestBucket, readS3TestSettings, type TestBucket } from '../test/s3/env.js';
+import { CountingProxy, emptyBucket } from './s3.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -27,8 +34,12 @@ const { values: args } = parseArgs({
     duration: { type: 'string', default: '20' },
     concurrency: { type: 'string', default: '8' },
     root: { type: 'string' },
+    storage: { type: 'string', default: 'fs' },
+    'skip-pull': { type: 'boolean', default: false },
   },
 });
+if (args.storage !== 'fs' && args.storage !== 's3') throw new Error('--storage is fs or s3');
+const ON_S3 = args.storage === 's3';
 const REPOS = Number(args.repos);
 const MANIFESTS = Number(args.manifests);
 const BLOBS = Number(args.blobs);
@@ -171,30 +182,101 @@ async function pullLoad(
   return { latencies, errors };
 }
 
-/** `wharf serve` in its own process (the client must not share the server's event loop), on `root`. */
-function serve(root: string, gcInterval: string | undefined): Promise<RunningServer> {
-  return startWharf({
-    root,
-    env: {
-      WHARF_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED: 'false',
-      ...(gcInterval !== undefined && { WHARF_GC_INTERVAL: gcInterval, WHARF_GC_GRACE: '1h' }),
+/** Where the tree lives: a filesystem root or a bucket. */
+interface Place {
+  readonly describe: string;
+  readonly driver: StorageDriver;
+  /** Between GC and S3 (S3 only). */
+  readonly proxy?: CountingProxy;
+  readonly bucket?: TestBucket;
+  /** `wharf serve` in its own process (the client must not share the server's event loop). */
+  serve(gcInterval: string | undefined): Promise<RunningServer>;
+  /** Keys in the bucket (S3 only). */
+  keys(): Promise<number | undefined>;
+  close(): Promise<void>;
+}
+
+function serveEnv(gcInterval: string | undefined): Record<string, string> {
+  return {
+    WHARF_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED: 'false',
+    ...(gcInterval !== undefined && { WHARF_GC_INTERVAL: gcInterval, WHARF_GC_GRACE: '1h' }),
+  };
+}
+
+async function filesystemPlace(): Promise<Place> {
+  const root = args.root ?? (await mkdtemp(join(tmpdir(), 'wharf-bench-gc-')));
+  return {
+    describe: `filesystem at ${root}`,
+    driver: createFilesystemDriver({ rootdirectory: root }),
+    serve: (gcInterval) => startWharf({ root, env: serveEnv(gcInterval) }),
+    keys: () => Promise.resolve(undefined),
+    close: async () => {
+      if (args.root === undefined) await rm(root, { recursive: true, force: true });
     },
-  });
+  };
+}
+
+async function s3Place(): Promise<Place> {
+  const read = readS3TestSettings();
+  if (!('settings' in read)) throw new Error(`--storage s3: ${read.missing}`);
+  const { settings } = read;
+  const bucket = await createTestBucket(settings, 'bench-gc');
+  const proxy = new CountingProxy(new URL(settings.endpoint));
+  await proxy.start();
+  const target = {
+    bucket: bucket.name,
+    region: settings.region,
+    regionendpoint: settings.endpoint,
+    accesskey: settings.accessKey,
+    secretkey: settings.secretKey,
+  };
+  return {
+    describe: `S3 bucket ${bucket.name} at ${settings.endpoint}`,
+    // GC goes through the counting proxy.
+    driver: createS3Driver({ ...bucket.params, regionendpoint: proxy.url }),
+    proxy,
+    bucket,
+    serve: (gcInterval) =>
+      startWharf({ storage: 's3', env: { ...wharfS3Env(target), ...serveEnv(gcInterval) } }),
+    keys: async () => {
+      let keys = 0;
+      let token: string | undefined;
+      do {
+        const page = await bucket.client.send(
+          new ListObjectsV2Command({
+            Bucket: bucket.name,
+            ...(token !== undefined && { ContinuationToken: token }),
+          }),
+        );
+        keys += page.KeyCount ?? 0;
+        token = page.IsTruncated ? page.NextContinuationToken : undefined;
+      } while (token !== undefined);
+      return keys;
+    },
+    close: async () => {
+      await proxy.stop();
+      await emptyBucket(bucket);
+      await bucket.destroy();
+    },
+  };
 }
 
 /** When the last GC run recorded in storage started; a change means a run finished. */
-async function lastRunStart(root: string): Promise<string | undefined> {
+async function lastRunStart(driver: StorageDriver): Promise<string | undefined> {
   try {
-    return (JSON.parse(await readFile(join(root, 'wharf/gc/last-run.json'), 'utf8')) as { startedAt: string })
-      .startedAt;
-  } catch {
-    return undefined;
+    const record = JSON.parse((await driver.getContent(pathFor({ kind: 'gcLastRun' }))).toString('utf8')) as {
+      startedAt: string;
+    };
+    return record.startedAt;
+  } catch (err) {
+    if (err instanceof PathNotFoundError || err instanceof SyntaxError) return undefined;
+    throw err;
   }
 }
 
 async function main(): Promise<void> {
-  const root = args.root ?? (await mkdtemp(join(tmpdir(), 'wharf-bench-gc-')));
-  const driver = createFilesystemDriver({ rootdirectory: root });
+  const place = ON_S3 ? await s3Place() : await filesystemPlace();
+  const driver = place.driver;
   const lines: string[] = [];
   const out = (line: string) => {
     lines.push(line);
@@ -202,7 +284,7 @@ async function main(): Promise<void> {
   };
   try {
     out(
-      `gc bench: ${REPOS} repositories, ${MANIFESTS} manifests, ${BLOBS} blobs (${LAYER_BYTES / 1024} KiB layers), filesystem at ${root}`,
+      `gc bench: ${REPOS} repositories, ${MANIFESTS} manifests, ${BLOBS} blobs (${LAYER_BYTES / 1024} KiB layers), ${place.describe}`,
     );
     const t0 = performance.now();
     const images = await generate(driver);
@@ -210,16 +292,28 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, 1100)); // past GC's clock slack, so grace 0 sees it all as old
 
     const timeRun = async (label: string, dryRun: boolean) => {
+      const keys = await place.keys();
+      place.proxy?.reset();
       const summary = await collectGarbage(driver, { graceMs: 0, dryRun });
       out(
         `  ${label.padEnd(28)} ${(summary.durationMs / 1000).toFixed(2)} s  ` +
           `(${summary.blobs.total} blobs, ${summary.manifests.total} manifests, removed ${summary.blobs.removed} blobs, ${summary.linksRemoved} links)`,
       );
+      const proxy = place.proxy;
+      if (proxy !== undefined && keys !== undefined) {
+        const ops = [...proxy.counts.entries()].sort(([, a], [, b]) => b - a);
+        out(
+          `    S3: ${proxy.total()} requests (${ops.map(([op, n]) => `${n} ${op}`).join(', ')}); ` +
+            `walks listed ${proxy.walkedKeys} keys of the ${keys} in the bucket ` +
+            `(${(proxy.walkedKeys / keys).toFixed(2)} whole listings), per-path listings ${proxy.listedKeys - proxy.walkedKeys} more`,
+        );
+      }
       return summary;
     };
     await timeRun('gc --dry-run', true);
     await timeRun('gc (removes the garbage)', false);
     await timeRun('gc (nothing left to remove)', false);
+    if (args['skip-pull']) return;
 
     // Alternating rounds, so that neither side always runs on a colder cache or a busier machine.
     const samples = { without: [] as number[], during: [] as number[] };
@@ -227,14 +321,14 @@ async function main(): Promise<void> {
     let gcRuns = 0;
     for (let round = 0; round < 2; round++) {
       for (const kind of ['without', 'during'] as const) {
-        const server = await serve(root, kind === 'during' ? '10ms' : undefined);
+        const server = await place.serve(kind === 'during' ? '10ms' : undefined);
         try {
           await pullLoad(server.url, images.slice(0, 50), 1000); // warm-up, not counted
-          const before = await lastRunStart(root);
+          const before = await lastRunStart(driver);
           const result = await pullLoad(server.url, images, DURATION_MS / 2);
           samples[kind].push(...result.latencies);
           errors += result.errors;
-          if ((await lastRunStart(root)) !== before) gcRuns++;
+          if ((await lastRunStart(driver)) !== before) gcRuns++;
         } finally {
           await server.stop();
         }
@@ -254,15 +348,15 @@ async function main(): Promise<void> {
       `  p99 during GC / without: ${(withGc / without).toFixed(2)}x (target <= 2x); ` +
         `errors ${errors}; rounds in which a GC run finished: ${gcRuns}/2`,
     );
+  } finally {
     out(
       `  machine: ${cpus().length} cpus, load ${loadavg()
         .map((l) => l.toFixed(2))
-        .join(' ')}`,
+        .join(' ')} at the end`,
     );
-  } finally {
-    if (args.root === undefined) await rm(root, { recursive: true, force: true });
+    process.stdout.write(`${lines.join('\n')}\n`);
+    await place.close();
   }
-  process.stdout.write(`${lines.join('\n')}\n`);
 }
 
 await main();

@@ -2,6 +2,7 @@
 // (the Ceph RGW of test/s3/start-rgw.sh), each in its own bucket; the same measurements on a filesystem
 // Wharf for the S3/filesystem ratio; and the S3 requests each registry makes per `docker push`.
 import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { readdirSync, readFileSync } from 'node:fs';
 import { createServer, request as httpRequest, Agent, type IncomingMessage, type Server } from 'node:http';
@@ -31,8 +32,8 @@ import {
   type TestBucket,
 } from '../test/s3/env.js';
 import { benchPull, benchPush } from './blobs.js';
-import { pushMonolithic } from './client.js';
-import { hashStats, MiB, variant, writeRandomFile, type Content } from './content.js';
+import { OCI_MANIFEST, pushMonolithic, send, type Reply } from './client.js';
+import { digestOf, hashStats, MiB, variant, writeRandomFile, type Content } from './content.js';
 import { benchDocker, dockerUnavailable } from './docker.js';
 import { benchManifest, type LoadTool } from './manifest.js';
 import { benchMemory } from './memory.js';
@@ -101,9 +102,15 @@ function targetOf(settings: S3TestSettings, bucket: string, endpoint = settings.
   };
 }
 
-async function startS3Wharf(launch: Launcher, target: S3Target, redirect: boolean): Promise<Registry> {
+async function startS3Wharf(
+  launch: Launcher,
+  target: S3Target,
+  redirect: boolean,
+  extraEnv: Record<string, string> = {},
+): Promise<Registry> {
   const env = {
     ...wharfS3Env(target),
+    ...extraEnv,
     WHARF_STORAGE_DELETE_ENABLED: 'true',
     WHARF_STORAGE_REDIRECT_DISABLE: String(!redirect),
     WHARF_LOG_LEVEL: 'warn',
@@ -165,7 +172,7 @@ async function stopOwned(server: RunningServer): Promise<void> {
 }
 
 /** Deletes every object and unfinished upload, keeping the bucket: memstore keeps it all in RAM. */
-async function emptyBucket(bucket: TestBucket): Promise<void> {
+export async function emptyBucket(bucket: TestBucket): Promise<void> {
   const { client, name } = bucket;
   const uploads = await client.send(new ListMultipartUploadsCommand({ Bucket: name }));
   for (const u of uploads.Uploads ?? []) {
@@ -213,10 +220,17 @@ export function s3Operation(method: string, url: string, headers: IncomingMessag
 }
 
 /** An HTTP proxy in front of the S3 endpoint that counts requests by operation. */
-class CountingProxy {
+export class CountingProxy {
   counts = new Map<string, number>();
   /** `operation path?query` of every request since the last reset. */
   log: string[] = [];
+  /** Keys in the answers to ListObjectsV2 since the last reset: what listing cost in keys. */
+  listedKeys = 0;
+  /**
+   * The same, from listings of whole directories only (a prefix ending in `/`, no delimiter: a
+   * `walk`); the rest are a path's own listings (stat, delete).
+   */
+  walkedKeys = 0;
   private readonly agent = new Agent({ keepAlive: true, maxSockets: 256 });
   private server: Server | undefined;
   url = '';
@@ -241,6 +255,7 @@ class CountingProxy {
         },
         (upRes) => {
           res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+          if (op === 'ListObjectsV2') this.countKeys(upRes, req.url ?? '/');
           upRes.pipe(res);
         },
       );
@@ -265,6 +280,22 @@ class CountingProxy {
   reset(): void {
     this.counts = new Map();
     this.log = [];
+    this.listedKeys = 0;
+    this.walkedKeys = 0;
+  }
+
+  /** Counts `<Key>` elements in a listing as it passes (a tag may be split across chunks). */
+  private countKeys(body: IncomingMessage, url: string): void {
+    const q = new URL(url, 'http://s3').searchParams;
+    const walk = (q.get('prefix') ?? '/').endsWith('/') && !q.has('delimiter') && !q.has('max-keys');
+    let tail = '';
+    body.on('data', (chunk: Buffer) => {
+      const text = tail + chunk.toString('latin1');
+      const keys = text.split('<Key>').length - 1;
+      this.listedKeys += keys;
+      if (walk) this.walkedKeys += keys;
+      tail = text.slice(-4);
+    });
   }
 
   total(): number {
@@ -304,26 +335,32 @@ async function buildLayeredImage(workDir: string, tag: string, layers: number): 
 interface RequestCounts {
   push: Map<RegistryName, Map<string, number>>;
   pull: Map<RegistryName, Map<string, number>>;
+  /** Per registry operation (`countOperations`). */
+  ops: Map<RegistryName, Map<string, Map<string, number>>>;
 }
 
 /**
  * Each registry on a fresh bucket behind its own counting proxy (redirects off, so a pull's blob
- * reads are counted too); one `docker push` and, after `docker rmi`, one `docker pull` each.
+ * reads are counted too): each registry operation once (`countOperations`), then, with docker, one
+ * `docker push` and, after `docker rmi`, one `docker pull` each.
  */
 async function countRequests(
   settings: S3TestSettings,
   names: readonly RegistryName[],
   launch: Launcher,
   workDir: string,
+  withDocker: boolean,
 ): Promise<RequestCounts> {
   const image = `wharf-bench-requests:${process.pid}`;
-  const counts: RequestCounts = { push: new Map(), pull: new Map() };
+  const counts: RequestCounts = { push: new Map(), pull: new Map(), ops: new Map() };
   const setups: { name: RegistryName; bucket: TestBucket; proxy: CountingProxy; reg?: Registry }[] = [];
   try {
-    process.stdout.write(
-      `requests: building ${image} (${REQUEST_LAYERS} layers: busybox + ${REQUEST_LAYERS - 1} x ${REQUEST_LAYER_MIB} MiB)\n`,
-    );
-    await buildLayeredImage(workDir, image, REQUEST_LAYERS);
+    if (withDocker) {
+      process.stdout.write(
+        `requests: building ${image} (${REQUEST_LAYERS} layers: busybox + ${REQUEST_LAYERS - 1} x ${REQUEST_LAYER_MIB} MiB)\n`,
+      );
+      await buildLayeredImage(workDir, image, REQUEST_LAYERS);
+    }
     for (const name of names) {
       const bucket = await createTestBucket(settings, `bench-requests-${name}`);
       const proxy = new CountingProxy(new URL(settings.endpoint));
@@ -333,7 +370,10 @@ async function countRequests(
       const setup = setups.at(-1)!;
       setup.reg =
         name === 'wharf'
-          ? await startS3Wharf(launch, target, false)
+          ? // The first purge comes at a random time within a minute; it is not part of a push.
+            await startS3Wharf(launch, target, false, {
+              WHARF_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED: 'false',
+            })
           : await startS3Distribution(launch, target, false);
     }
     const logs: string[] = [];
@@ -341,6 +381,11 @@ async function countRequests(
     // Let start-up work (upload purging, listings) finish before counting.
     await new Promise((r) => setTimeout(r, 1000));
     for (const { name, proxy, reg } of setups) {
+      const opLogs = new Map<string, string[]>();
+      counts.ops.set(name, await countOperations(reg!.server.url, proxy, 'bench/ops', opLogs));
+      for (const [op, lines] of opLogs) logs.push(...lines.map((l) => `${name} ${op}: ${l}`));
+    }
+    for (const { name, proxy, reg } of withDocker ? setups : []) {
       await docker(['tag', image, refOf(reg)]);
       proxy.reset();
       await docker(['push', refOf(reg)], { timeoutMs: 300_000 });
@@ -348,8 +393,8 @@ async function countRequests(
       logs.push(...proxy.log.map((l) => `${name} push ${l}`));
     }
     // Every layer must be downloaded: no tag may keep them in the engine.
-    await docker(['rmi', '-f', image, ...setups.map((s) => refOf(s.reg))]);
-    for (const { name, proxy, reg } of setups) {
+    if (withDocker) await docker(['rmi', '-f', image, ...setups.map((s) => refOf(s.reg))]);
+    for (const { name, proxy, reg } of withDocker ? setups : []) {
       proxy.reset();
       await docker(['pull', refOf(reg)], { timeoutMs: 300_000 });
       counts.pull.set(name, proxy.counts);
@@ -365,7 +410,7 @@ async function countRequests(
       process.stdout.write(`  every counted request: ${logFile}\n`);
     }
   } finally {
-    await docker(['rmi', '-f', image]).catch(() => undefined);
+    if (withDocker) await docker(['rmi', '-f', image]).catch(() => undefined);
     for (const { bucket, proxy, reg } of setups) {
       if (reg !== undefined) await stopOwned(reg.server);
       await proxy.stop();
@@ -396,6 +441,175 @@ function renderCounts(counts: RequestCounts, names: readonly RegistryName[]): st
     out.push(line(header), line(widths.map((w) => '-'.repeat(w))), ...body.map(line), '');
   }
   return out.join('\n').trimEnd();
+}
+
+// ---------------------------------------------------------------------------------------------
+// S3 requests per registry operation
+
+/** Labels of the operations `countOperations` performs, in order. */
+export const COUNTED_OPERATIONS = [
+  'HEAD blob (missing)',
+  'POST upload',
+  'PATCH 1 MiB (no Content-Range)',
+  'PUT ?digest (complete)',
+  'PATCH 12 MiB (multipart)',
+  'PUT ?digest (complete, 12 MiB)',
+  'POST+PUT ?digest (monolithic)',
+  'PUT manifest by tag',
+  'HEAD blob',
+  'GET blob (1 MiB)',
+  'GET manifest by tag',
+  'GET manifest by digest',
+  'HEAD manifest by tag',
+] as const;
+
+/**
+ * Performs one of each registry operation a `docker push`/`pull` is made of, on a fresh repository, and
+ * returns the S3 requests each one cost (operation → S3 operation → count). Reads come more than a
+ * second after the push, past Wharf's touch-skip window, as they would from another client.
+ */
+export async function countOperations(
+  base: string,
+  proxy: CountingProxy,
+  repo = 'bench/ops',
+  logs?: Map<string, string[]>,
+): Promise<Map<string, Map<string, number>>> {
+  const out = new Map<string, Map<string, number>>();
+  const counted = async (
+    label: (typeof COUNTED_OPERATIONS)[number],
+    fn: () => Promise<Reply>,
+    want: number,
+  ) => {
+    // Let background work of the previous operation (a download's touch) land first.
+    await new Promise((r) => setTimeout(r, 200));
+    proxy.reset();
+    const reply = await fn();
+    if (reply.status !== want) throw new Error(`${label}: expected ${want}, got ${reply.status}`);
+    await new Promise((r) => setTimeout(r, 200));
+    out.set(label, proxy.counts);
+    logs?.set(label, proxy.log);
+    return reply;
+  };
+  const layer = randomBytes(MiB);
+  const big = randomBytes(12 * MiB);
+  const config = Buffer.from(
+    JSON.stringify({ architecture: 'amd64', os: 'linux', n: randomBytes(8).toString('hex') }),
+  );
+  const [layerDigest, bigDigest, configDigest] = [layer, big, config].map(digestOf) as [
+    string,
+    string,
+    string,
+  ];
+  const at = (loc: string | undefined, digest?: string): string => {
+    if (loc === undefined) throw new Error('no Location');
+    const url = new URL(loc, base);
+    if (digest !== undefined) url.searchParams.set('digest', digest);
+    return url.toString();
+  };
+  const octets = { 'content-type': 'application/octet-stream' };
+
+  await counted('HEAD blob (missing)', () => send('HEAD', `${base}/v2/${repo}/blobs/${layerDigest}`), 404);
+  let started = await counted(
+    'POST upload',
+    () => send('POST', `${base}/v2/${repo}/blobs/uploads/`, { 'content-length': 0 }),
+    202,
+  );
+  let patched = await counted(
+    'PATCH 1 MiB (no Content-Range)',
+    () => send('PATCH', at(started.headers.location), octets, layer),
+    202,
+  );
+  await counted(
+    'PUT ?digest (complete)',
+    () => send('PUT', at(patched.headers.location, layerDigest), { 'content-length': 0 }),
+    201,
+  );
+  started = await send('POST', `${base}/v2/${repo}/blobs/uploads/`, { 'content-length': 0 });
+  patched = await counted(
+    'PATCH 12 MiB (multipart)',
+    () => send('PATCH', at(started.headers.location), octets, big),
+    202,
+  );
+  await counted(
+    'PUT ?digest (complete, 12 MiB)',
+    () => send('PUT', at(patched.headers.location, bigDigest), { 'content-length': 0 }),
+    201,
+  );
+  await counted(
+    'POST+PUT ?digest (monolithic)',
+    async () => {
+      const post = await send('POST', `${base}/v2/${repo}/blobs/uploads/`, { 'content-length': 0 });
+      return send('PUT', at(post.headers.location, configDigest), octets, config);
+    },
+    201,
+  );
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: OCI_MANIFEST,
+      config: {
+        mediaType: 'application/vnd.oci.image.config.v1+json',
+        digest: configDigest,
+        size: config.length,
+      },
+      layers: [
+        { mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: layerDigest, size: layer.length },
+        { mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: bigDigest, size: big.length },
+      ],
+    }),
+  );
+  const manifestDigest = digestOf(manifest);
+  await counted(
+    'PUT manifest by tag',
+    () => send('PUT', `${base}/v2/${repo}/manifests/latest`, { 'content-type': OCI_MANIFEST }, manifest),
+    201,
+  );
+  // Past the touch-skip window (1 s), as a read by another client would come.
+  await new Promise((r) => setTimeout(r, 1200));
+  await counted('HEAD blob', () => send('HEAD', `${base}/v2/${repo}/blobs/${layerDigest}`), 200);
+  // A pull comes from another client, not right after that HEAD.
+  await new Promise((r) => setTimeout(r, 1200));
+  await counted('GET blob (1 MiB)', () => send('GET', `${base}/v2/${repo}/blobs/${layerDigest}`), 200);
+  const accept = { accept: OCI_MANIFEST };
+  await counted('GET manifest by tag', () => send('GET', `${base}/v2/${repo}/manifests/latest`, accept), 200);
+  await counted(
+    'GET manifest by digest',
+    () => send('GET', `${base}/v2/${repo}/manifests/${manifestDigest}`, accept),
+    200,
+  );
+  await counted(
+    'HEAD manifest by tag',
+    () => send('HEAD', `${base}/v2/${repo}/manifests/latest`, accept),
+    200,
+  );
+  return out;
+}
+
+/** A table of totals per operation, then what each total is made of, one line per registry. */
+export function renderOperationCounts(byName: ReadonlyMap<string, Map<string, Map<string, number>>>): string {
+  const names = [...byName.keys()];
+  const header = ['S3 requests per registry operation', ...names];
+  const body = COUNTED_OPERATIONS.map((op) => [
+    op,
+    ...names.map((n) => {
+      const m = byName.get(n)?.get(op);
+      return m === undefined ? '-' : String(sum(m));
+    }),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((r) => r[i]!.length)));
+  const line = (cells: string[]): string =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  const made: string[] = ['', 'made of:'];
+  for (const op of COUNTED_OPERATIONS) {
+    made.push(`  ${op}`);
+    for (const n of names) {
+      const m = byName.get(n)?.get(op);
+      if (m === undefined || m.size === 0) continue;
+      const parts = [...m.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${v} ${k}`);
+      made.push(`    ${n.padEnd(Math.max(...names.map((x) => x.length)))}  ${parts.join(', ')}`);
+    }
+  }
+  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...body.map(line), ...made].join('\n');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -676,8 +890,8 @@ export async function benchS3(opts: S3BenchOptions): Promise<number> {
     if (has('requests'))
       await run('requests (s3)', [], async () => {
         const why = await dockerUnavailable();
-        if (why !== undefined) throw new SectionSkipped(why);
-        counts = await countRequests(settings, opts.registries, launch, workDir);
+        if (why !== undefined) skipped.push(`requests per docker push/pull: ${why}`);
+        counts = await countRequests(settings, opts.registries, launch, workDir, why === undefined);
         const row: Row = {
           metric: `S3 requests per docker push, ${REQUEST_LAYERS} layers`,
           unit: 'requests',
@@ -763,6 +977,10 @@ export async function benchS3(opts: S3BenchOptions): Promise<number> {
           renderCounts(
             counts,
             opts.registries.filter((n) => counts!.push.has(n)),
+          ),
+          '',
+          renderOperationCounts(
+            new Map([...counts.ops].map(([n, m]) => [n === 'wharf' ? 'Wharf' : 'Distribution', m] as const)),
           ),
         ]),
     ...(skipped.length > 0 ? ['', 'skipped:', ...skipped.map((p) => `  ${p}`)] : []),

@@ -119,10 +119,13 @@ export class BlobStore {
   /** Removes a repository's link; the bytes stay until garbage collection finds them unreferenced. */
   async unlink(name: string, digest: Digest): Promise<void> {
     const path = pathFor({ kind: 'layerLink', name, digest });
-    this.looked.delete(`${name}@${digest.toString()}`);
+    const key = `${name}@${digest.toString()}`;
+    this.looked.delete(key);
     if (!(await exists(this.driver, path)))
       throw new BlobUnknownError(undefined, { digest: digest.toString() });
     await deleteIfExists(this.driver, path.slice(0, -'/link'.length));
+    // Again: a HEAD meanwhile may have found the link before it went.
+    this.looked.delete(key);
   }
 
   /** Stores small content (a manifest, inline descriptor data) as a blob, unless it is there already. */

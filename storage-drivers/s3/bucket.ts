@@ -20,6 +20,7 @@ import {
   type ServerSideEncryption,
   type StorageClass,
 } from '@aws-sdk/client-s3';
+import { LRUCache } from 'lru-cache';
 import { StorageDriverError } from '../driver.js';
 import {
   DEFAULT_TIMEOUTS,
@@ -46,6 +47,30 @@ export type KeyInfo =
   | { readonly kind: 'file'; readonly size: number; readonly modTime: Date }
   | { readonly kind: 'dir'; readonly modTime: Date };
 
+/** What one listing from a key shows: the object or directory there, and whether its upload marker is. */
+export interface KeyState {
+  readonly found: KeyInfo | undefined;
+  /** `uploadMarkerKey(key)` exists: a multipart upload of the key may be in progress. */
+  readonly marker: boolean;
+}
+
+/**
+ * Every multipart upload a writer starts has an empty object at `<key>!multipart`, written before the
+ * upload is created (writer.ts). A listing from `key` sees it right after `key` itself (`!` sorts before
+ * every character a path component may hold), so `stat` learns from the listing it makes anyway whether
+ * to look for uploads in progress: a missing path costs one request, not two. No path can name the
+ * marker, so `list` and `walk` skip it; `delete` and `cancel()` remove it, `move` removes the source's.
+ */
+const UPLOAD_MARKER_SUFFIX = '!multipart';
+
+export function uploadMarkerKey(key: string): string {
+  return key + UPLOAD_MARKER_SUFFIX;
+}
+
+export function isUploadMarker(key: string): boolean {
+  return key.endsWith(UPLOAD_MARKER_SUFFIX);
+}
+
 export interface ListedObject {
   readonly key: string;
   readonly size: number;
@@ -60,9 +85,13 @@ export interface S3Tuning {
   readonly copyThreshold?: number;
   readonly timeouts?: S3Timeouts;
   readonly maxAttempts?: number;
+  /** Blob reads from an http:// endpoint through rawget.ts (default); `false` for the SDK's client. */
+  readonly rawReads?: boolean;
 }
 
 const DELETE_BATCH = 1000;
+/** How long the size of a file a writer committed is remembered for `move` (see `committedSize`). */
+const COMMITTED_TTL_MS = 60_000;
 const COPY_CONCURRENCY = 4;
 /** Enough for a stat to see `key` and `key/…` past a few `key-…` siblings in one request. */
 const STAT_PAGE = 8;
@@ -73,6 +102,8 @@ export class S3Bucket {
   readonly copyPieceSize: number;
   readonly copyThreshold: number;
   private readonly slow: { requestTimeout: number };
+  /** key → size of what a writer of this process committed there, for `move` (see `committedSize`). */
+  private readonly committed = new LRUCache<string, number>({ max: 1000, ttl: COMMITTED_TTL_MS });
   private readonly writeHeaders: {
     ContentType: string;
     ServerSideEncryption?: ServerSideEncryption;
@@ -99,6 +130,26 @@ export class S3Bucket {
       // "NONE" is Distribution's way to send no storage class at all.
       ...(params.storageclass !== 'NONE' && { StorageClass: params.storageclass as StorageClass }),
     };
+  }
+
+  /** A writer committed `size` bytes at `key`. */
+  rememberCommitted(key: string, size: number): void {
+    this.committed.set(key, size);
+  }
+
+  /**
+   * The size a writer of this process committed at `key` lately, taken out of memory; `move` uses it to
+   * pick the copy method and so saves a listing. If the object changed since, it is copied as it is now
+   * (the size only chooses between CopyObject and a multipart copy), and if it went, the copy says so.
+   */
+  takeCommitted(key: string): number | undefined {
+    const size = this.committed.get(key);
+    this.committed.delete(key);
+    return size;
+  }
+
+  forgetCommitted(key: string): void {
+    this.committed.delete(key);
   }
 
   fail(err: unknown, operation: string): StorageDriverError {
@@ -182,24 +233,30 @@ export class S3Bucket {
   }
 
   /**
-   * What is at `key`: an object, a "directory" (objects below `key/`), or nothing. Usually one request:
-   * a listing from `key` sees `key` itself first and then, after any `key-…`/`key.…` siblings, `key/…`.
+   * What is at `key`: an object, a "directory" (objects below `key/`), or nothing, and whether its upload
+   * marker is there. Usually one request: a listing from `key` sees `key` itself, then its marker, then,
+   * after any `key-…`/`key.…` siblings, `key/…`.
    */
-  async statKey(key: string): Promise<KeyInfo | undefined> {
+  async statKey(key: string): Promise<KeyState> {
     const dirPrefix = `${key}/`;
+    const markerKey = uploadMarkerKey(key);
     const page = await this.listPage(key, { maxKeys: STAT_PAGE });
+    let file: KeyInfo | undefined;
+    let marker = false;
     for (const obj of page.Contents ?? []) {
       const found = obj.Key ?? '';
       const modTime = obj.LastModified ?? new Date(0);
-      if (found === key) return { kind: 'file', size: obj.Size ?? 0, modTime };
-      if (found.startsWith(dirPrefix)) return { kind: 'dir', modTime };
+      if (found === key) file = { kind: 'file', size: obj.Size ?? 0, modTime };
+      else if (found === markerKey) marker = true;
+      else if (file !== undefined) return { found: file, marker };
+      else if (found.startsWith(dirPrefix)) return { found: { kind: 'dir', modTime }, marker };
       // Listings are sorted: once past `key/`, nothing below it can follow.
-      if (found > dirPrefix) return undefined;
+      else if (found > dirPrefix) return { found: undefined, marker };
     }
-    if (!page.IsTruncated) return undefined;
+    if (file !== undefined || !page.IsTruncated) return { found: file, marker };
     const below = await this.listPage(dirPrefix, { maxKeys: 1 });
     const first = below.Contents?.[0];
-    return first ? { kind: 'dir', modTime: first.LastModified ?? new Date(0) } : undefined;
+    return { found: first ? { kind: 'dir', modTime: first.LastModified ?? new Date(0) } : undefined, marker };
   }
 
   /** In-progress multipart uploads whose key is `key`, or (with `below`) starts with `key/`. */

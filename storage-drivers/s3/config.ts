@@ -12,6 +12,11 @@ export const MAX_PART_SIZE = 5 * 1024 * MiB;
 /** S3's limit on parts in one multipart upload. */
 export const MAX_PARTS = 10_000;
 
+export const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
+export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
+export const DEFAULT_MAX_RETRIES = 4;
+const MAX_RETRIES = 20;
+
 const optionalText = z
   .string()
   .optional()
@@ -34,6 +39,12 @@ const s3ParametersSchema = z
       .min(MIN_PART_SIZE)
       .max(MAX_PART_SIZE)
       .default(10 * MiB),
+    // Wharf's own (Distribution's s3 driver has none), in milliseconds here; the config file takes
+    // durations ("5s"). See `S3Timeouts`.
+    connecttimeout: z.int().min(1).default(DEFAULT_CONNECT_TIMEOUT_MS),
+    requesttimeout: z.int().min(1).default(DEFAULT_REQUEST_TIMEOUT_MS),
+    // Retries of a request that failed in a way worth retrying (throttling, 5xx, timeouts, resets).
+    maxretries: z.int().min(0).max(MAX_RETRIES).default(DEFAULT_MAX_RETRIES),
   })
   .refine((p) => (p.accesskey === undefined) === (p.secretkey === undefined), {
     message: 'set both accesskey and secretkey, or neither (to use the SDK default credential chain)',
@@ -71,17 +82,24 @@ export interface S3Timeouts {
 }
 
 export const DEFAULT_TIMEOUTS: S3Timeouts = {
-  connectMs: 5_000,
-  requestMs: 60_000,
+  connectMs: DEFAULT_CONNECT_TIMEOUT_MS,
+  requestMs: DEFAULT_REQUEST_TIMEOUT_MS,
   slowMs: 15 * 60_000,
   // Long enough that a reader paused by a slow client (backpressure) is not cut off.
   idleMs: 120_000,
 };
 
+/** The timeouts `storage.s3.connecttimeout` and `requesttimeout` set; the others are fixed. */
+export function timeoutsOf(params: S3DriverParameters): S3Timeouts {
+  const { connecttimeout: connectMs, requesttimeout: requestMs } = params;
+  // Copies answer only when done: never less time than any request.
+  return { ...DEFAULT_TIMEOUTS, connectMs, requestMs, slowMs: Math.max(DEFAULT_TIMEOUTS.slowMs, requestMs) };
+}
+
 export function createS3Client(
   params: S3DriverParameters,
-  timeouts: S3Timeouts = DEFAULT_TIMEOUTS,
-  maxAttempts = 5,
+  timeouts: S3Timeouts = timeoutsOf(params),
+  maxAttempts = params.maxretries + 1,
 ): S3Client {
   const agentOptions = { keepAlive: true, maxSockets: 128 };
   return new S3Client({

@@ -3,12 +3,20 @@ import { once } from 'node:events';
 import { createServer, request, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { GetObjectCommand, ListMultipartUploadsCommand, ListPartsCommand } from '@aws-sdk/client-s3';
+import {
+  GetObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  ListPartsCommand,
+  DeleteObjectCommand,
+} from '@aws-sdk/client-s3';
+import { parseConfig } from '../../config/load.js';
 import { createTestBucket, s3TestSettingsOrReport, type TestBucket } from '../../test/s3/env.js';
 import { PathNotFoundError, StorageDriverError, type StorageDriver } from '../driver.js';
 import { runDriverContractSuite } from '../testsuite/suite.js';
 import { endWriter, randomBytes, readAll, sha256, writeChunks } from '../testsuite/helpers.js';
-import { createS3Driver, type S3DriverOptions } from './driver.js';
+import { createS3Driver, parseS3Parameters, type S3DriverOptions } from './driver.js';
+import { timeoutsOf } from './config.js';
 import { createDriver, type StorageConfig } from '../index.js';
 
 const MiB = 1 << 20;
@@ -194,6 +202,81 @@ if (settings) {
       await assert.rejects(d.stat('/uploads/d/data'), PathNotFoundError);
     });
 
+    /** Raw keys under `ROOT + prefix`, markers included. */
+    const keysUnder = async (prefix: string): Promise<string[]> => {
+      const out = await bucket.client.send(
+        new ListObjectsV2Command({ Bucket: bucket.name, Prefix: ROOT + prefix }),
+      );
+      return (out.Contents ?? []).map((o) => (o.Key ?? '').slice(ROOT.length));
+    };
+
+    void test('a missing path costs stat one listing; an upload is found through its marker', async () => {
+      const proxy = await faultProxy(settings.endpoint, () => 'forward');
+      try {
+        const d = createS3Driver({
+          ...bucket.params,
+          regionendpoint: proxy.url,
+          rootdirectory: ROOT,
+          chunksize: 5 * MiB,
+        });
+        await assert.rejects(d.stat('/marker/nothing'), PathNotFoundError);
+        assert.deepEqual(proxy.requests(), ['GET list'], 'one ListObjectsV2, no ListMultipartUploads');
+
+        const w = await d.writer('/marker/up/data', false);
+        await writeChunks(w, [randomBytes(6 * MiB)]);
+        await endWriter(w);
+        assert.deepEqual(await keysUnder('/marker/'), ['/marker/up/data!multipart']);
+        proxy.reset();
+        assert.equal((await d.stat('/marker/up/data')).size, 6 * MiB);
+        assert.deepEqual(proxy.requests(), ['GET list', 'GET uploads', 'GET parts']);
+        // No path names the marker: list and walk do not show it.
+        await d.putContent('/marker/up/startedat', 'now');
+        assert.deepEqual(await d.list('/marker/up'), ['/marker/up/startedat']);
+        const walked: string[] = [];
+        await d.walk('/marker', { onEntry: (e) => void walked.push(e.path) });
+        assert.deepEqual(walked, ['/marker/up', '/marker/up/startedat']);
+        // Deleting the directory aborts the upload and removes the marker.
+        await d.delete('/marker/up');
+        assert.deepEqual(await uploadsOf('/marker/up/data'), []);
+        assert.deepEqual(await keysUnder('/marker/'), []);
+      } finally {
+        await proxy.close();
+      }
+    });
+
+    void test('move of a file a writer just committed skips the listing and takes the marker along', async () => {
+      const proxy = await faultProxy(settings.endpoint, () => 'forward');
+      try {
+        const d = createS3Driver({
+          ...bucket.params,
+          regionendpoint: proxy.url,
+          rootdirectory: ROOT,
+          chunksize: 5 * MiB,
+        });
+        const data = randomBytes(6 * MiB + 1);
+        const w = await d.writer('/mv/upload/data', false);
+        await writeChunks(w, [data]);
+        await w.commit();
+        proxy.reset();
+        await d.move('/mv/upload/data', '/mv/blob/data');
+        assert.deepEqual(proxy.requests(), ['PUT copy', 'POST delete'], 'CopyObject, DeleteObjects');
+        assert.deepEqual(await keysUnder('/mv/'), ['/mv/blob/data']);
+        assert.equal(sha256(await d.getContent('/mv/blob/data')), sha256(data));
+        // Remembered, then gone: the copy finds out.
+        const again = await d.writer('/mv/upload/data', false);
+        await writeChunks(again, [Buffer.from('x')]);
+        await again.commit();
+        await bucket.client.send(
+          new DeleteObjectCommand({ Bucket: bucket.name, Key: `${ROOT}/mv/upload/data` }),
+        );
+        await assert.rejects(d.move('/mv/upload/data', '/mv/other'), PathNotFoundError);
+        await d.delete('/mv');
+        assert.deepEqual(await keysUnder('/mv/'), []);
+      } finally {
+        await proxy.close();
+      }
+    });
+
     void test('appends to a committed object, small and large', async () => {
       const d = driver();
       for (const size of [1000, 6 * MiB]) {
@@ -288,6 +371,62 @@ if (settings) {
       }
     });
 
+    void test('blob reads retry SlowDown and a stalled answer, then stream; a cut body fails the stream', async () => {
+      const data = randomBytes(3 * MiB + 5);
+      await driver().putContent('/raw/blob', data);
+      const proxy = await faultProxy(settings.endpoint, (n) =>
+        n === 1 ? 'slowdown' : n === 2 ? 'stall' : n === 4 ? 'truncate' : 'forward',
+      );
+      try {
+        const timeouts = { connectMs: 1000, requestMs: 1000, slowMs: 1000, idleMs: 1000 };
+        const d = createS3Driver(
+          { ...bucket.params, regionendpoint: proxy.url, rootdirectory: ROOT },
+          { tuning: { timeouts } },
+        );
+        assert.equal(sha256(await readAll(await d.reader('/raw/blob'))), sha256(data));
+        assert.equal(proxy.count(), 3, 'SlowDown, a timeout, then the answer');
+        await assert.rejects(readAll(await d.reader('/raw/blob', { offset: 1 })), /closed the connection/);
+        const tail = await readAll(await d.reader('/raw/blob', { offset: 3 * MiB }));
+        assert.ok(tail.equals(data.subarray(3 * MiB)));
+        await assert.rejects(d.reader('/raw/missing'), PathNotFoundError);
+      } finally {
+        await proxy.close();
+        await driver().delete('/raw');
+      }
+    });
+
+    void test('blob reads through the SDK (https endpoints) stream whole and ranged', async () => {
+      const d = driver({ tuning: { rawReads: false } });
+      const data = randomBytes(2 * MiB + 11);
+      await d.putContent('/sdk/blob', data);
+      assert.equal(sha256(await readAll(await d.reader('/sdk/blob'))), sha256(data));
+      const part = await readAll(await d.reader('/sdk/blob', { offset: 5, length: MiB }));
+      assert.ok(part.equals(data.subarray(5, 5 + MiB)));
+      assert.equal((await readAll(await d.reader('/sdk/blob', { offset: data.length }))).length, 0);
+      await assert.rejects(d.reader('/sdk/missing'), PathNotFoundError);
+      await d.delete('/sdk');
+    });
+
+    void test('storage.s3.maxretries and requesttimeout reach the client', async () => {
+      const proxy = await faultProxy(settings.endpoint, () => 'stall');
+      try {
+        const d = createS3Driver({
+          ...bucket.params,
+          regionendpoint: proxy.url,
+          maxretries: 1,
+          requesttimeout: 500,
+        });
+        await assert.rejects(d.getContent('/x'), (err) => {
+          assert.ok(err instanceof StorageDriverError);
+          assert.match(err.message, /exceeded the configured 500 ms requestTimeout/);
+          return true;
+        });
+        assert.equal(proxy.count(), 2, 'the first try and one retry');
+      } finally {
+        await proxy.close();
+      }
+    });
+
     void test('gives up after the retries with a clean error', async () => {
       const proxy = await faultProxy(settings.endpoint, () => 'internal');
       try {
@@ -360,6 +499,62 @@ void describe('createDriver with s3', () => {
     }
   });
 
+  void test('connecttimeout, requesttimeout, maxretries: durations in the config, these defaults', () => {
+    const params = (s3config: object) =>
+      parseS3Parameters(
+        parseConfig({ storage: { s3: { bucket: 'b', region: 'r', ...s3config } } }).config.storage.s3,
+      );
+    const set = params({ connecttimeout: '2s', requesttimeout: '1m30s', maxretries: 2 });
+    assert.deepEqual([set.connecttimeout, set.requesttimeout, set.maxretries], [2000, 90_000, 2]);
+    assert.deepEqual(
+      { ...timeoutsOf(set), idleMs: 0 },
+      { connectMs: 2000, requestMs: 90_000, slowMs: 15 * 60_000, idleMs: 0 },
+    );
+    const defaults = params({});
+    assert.deepEqual(
+      [defaults.connecttimeout, defaults.requesttimeout, defaults.maxretries],
+      [5000, 60_000, 4],
+    );
+    assert.throws(() => params({ requesttimeout: 'soon' }), /requesttimeout/);
+    assert.throws(() => params({ maxretries: -1 }), /maxretries/);
+  });
+
+  void test('no credentials at all: says so, and how to give them (not that they were refused)', async () => {
+    const names = [
+      'AWS_ACCESS_KEY_ID',
+      'AWS_SECRET_ACCESS_KEY',
+      'AWS_SESSION_TOKEN',
+      'AWS_PROFILE',
+      'AWS_WEB_IDENTITY_TOKEN_FILE',
+      'AWS_CONTAINER_CREDENTIALS_RELATIVE_URI',
+      'AWS_CONTAINER_CREDENTIALS_FULL_URI',
+      'AWS_SHARED_CREDENTIALS_FILE',
+      'AWS_CONFIG_FILE',
+      'AWS_EC2_METADATA_DISABLED',
+    ];
+    const saved = Object.fromEntries(names.map((n) => [n, process.env[n]]));
+    for (const n of names) Reflect.deleteProperty(process.env, n);
+    // Nothing to find anywhere, and no instance metadata service to ask (it is not on loopback).
+    process.env.AWS_SHARED_CREDENTIALS_FILE = '/nonexistent/wharf-test/credentials';
+    process.env.AWS_CONFIG_FILE = '/nonexistent/wharf-test/config';
+    process.env.AWS_EC2_METADATA_DISABLED = 'true';
+    try {
+      const d = createDriver({ s3: { bucket: 'b', regionendpoint: 'http://127.0.0.1:9' } });
+      await assert.rejects(d.stat('/'), (err) => {
+        assert.ok(err instanceof StorageDriverError);
+        assert.match(err.message, /^no S3 credentials for bucket "b" at http:\/\/127\.0\.0\.1:9 \(stat \/\)/);
+        assert.match(err.message, /storage\.s3\.accesskey and secretkey, or the AWS_\* environment/);
+        assert.doesNotMatch(err.message, /refused/);
+        return true;
+      });
+    } finally {
+      for (const n of names) {
+        if (saved[n] === undefined) Reflect.deleteProperty(process.env, n);
+        else process.env[n] = saved[n];
+      }
+    }
+  });
+
   void test('rejects a config it cannot use, naming the key', () => {
     const bad: [object, RegExp][] = [
       [{ region: 'us-east-1' }, /storage\.s3: bucket/],
@@ -374,13 +569,23 @@ void describe('createDriver with s3', () => {
 /** An HTTP proxy in front of the S3 server that fails, stalls or forwards each request as `plan` says. */
 async function faultProxy(
   target: string,
-  plan: (n: number) => 'slowdown' | 'internal' | 'stall' | 'forward',
-): Promise<{ url: string; count: () => number; close: () => Promise<void> }> {
+  /** `truncate`: forwards the answer's head and its first 100 KiB, then drops the connection. */
+  plan: (n: number) => 'slowdown' | 'internal' | 'stall' | 'truncate' | 'forward',
+): Promise<{
+  url: string;
+  count: () => number;
+  /** Each request as `METHOD kind` (list, uploads, parts, copy, delete, object), since `reset`. */
+  requests: () => string[];
+  reset: () => void;
+  close: () => Promise<void>;
+}> {
   const upstream = new URL(target);
   let n = 0;
+  let seen: string[] = [];
   const stalled: IncomingMessage[] = [];
   const server: Server = createServer((req, res) => {
     const action = plan(++n);
+    seen.push(`${req.method ?? ''} ${requestKind(req)}`);
     if (action === 'stall') {
       stalled.push(req);
       req.resume();
@@ -408,7 +613,17 @@ async function faultProxy(
       },
       (upRes) => {
         res.writeHead(upRes.statusCode ?? 502, upRes.headers);
-        upRes.pipe(res);
+        if (action !== 'truncate') {
+          upRes.pipe(res);
+          return;
+        }
+        let sent = 0;
+        upRes.on('data', (chunk: Buffer) => {
+          if (sent >= 100 * 1024) return;
+          sent += chunk.length;
+          res.write(chunk);
+          if (sent >= 100 * 1024) setTimeout(() => res.socket?.destroy(), 50);
+        });
       },
     );
     up.on('error', () => res.destroy());
@@ -420,6 +635,10 @@ async function faultProxy(
   return {
     url: `http://127.0.0.1:${port}`,
     count: () => n,
+    requests: () => [...seen],
+    reset: () => {
+      seen = [];
+    },
     close: async () => {
       for (const req of stalled) req.socket.destroy();
       server.closeAllConnections();
@@ -427,4 +646,16 @@ async function faultProxy(
       await once(server, 'close');
     },
   };
+}
+
+/** Roughly which S3 operation a path-style request is, enough to tell listings and copies apart. */
+function requestKind(req: IncomingMessage): string {
+  const url = new URL(req.url ?? '/', 'http://s3');
+  const q = url.searchParams;
+  if (q.has('list-type')) return 'list';
+  if (q.has('uploads')) return 'uploads';
+  if (q.has('delete')) return 'delete';
+  if (q.has('uploadId') && req.method === 'GET') return 'parts';
+  if (req.headers['x-amz-copy-source'] !== undefined) return 'copy';
+  return 'object';
 }

@@ -2,7 +2,10 @@
 // s3-aws driver writes them), directories are key prefixes. It runs on AWS and on S3-compatible servers
 // (Ceph RGW in CI). Uploads are multipart uploads that survive the process (see writer.ts); a file an
 // ended writer left as an unfinished upload is seen by `stat`, `writer(path, true)` and `delete`, not by
-// `list`, `walk` or reads, which see objects only.
+// `list`, `walk` or reads, which see objects only. They find such uploads through the upload marker
+// (bucket.ts), so only paths a writer used pay for the multipart listing. Uploads without a marker (a
+// multipart copy a crash interrupted, an upload by a Wharf before markers) are invisible to the driver:
+// a bucket lifecycle rule (AbortIncompleteMultipartUpload) removes them.
 import { Readable } from 'node:stream';
 import { GetObjectCommand, HeadObjectCommand, type GetObjectCommandOutput } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
@@ -17,15 +20,26 @@ import {
   type WalkOptions,
 } from '../driver.js';
 import { wrapDriver, type WrapOptions } from '../base.js';
-import { S3Bucket, type S3Tuning } from './bucket.js';
+import { isUploadMarker, S3Bucket, uploadMarkerKey, type S3Tuning } from './bucket.js';
 import {
   createS3Client,
   endpointName,
   parseS3Parameters,
+  timeoutsOf,
+  type S3Timeouts,
   type S3DriverParameters,
   type S3DriverParametersInput,
 } from './config.js';
-import { isConditionalConflict, isInvalidRange, isNoSuchKey, isPreconditionFailed } from './errors.js';
+import {
+  isConditionalConflict,
+  isInvalidRange,
+  isNoSuchKey,
+  isPreconditionFailed,
+  isRetryable,
+  isThrottling,
+} from './errors.js';
+import { rawError, rawGet } from './rawget.js';
+import { CoalescingReader } from './reader.js';
 import { S3Writer } from './writer.js';
 
 export { parseS3Parameters, type S3DriverParameters, type S3DriverParametersInput } from './config.js';
@@ -34,6 +48,12 @@ export type { S3Tuning } from './bucket.js';
 const DRIVER_NAME = 's3';
 /** Presigned URLs live this long: enough to start a large download, short enough to not be shared. */
 const REDIRECT_EXPIRY_SECONDS = 20 * 60;
+/** A blob read's presigned URL is used at once (and by its retries), never handed out. */
+const RAW_URL_EXPIRY_SECONDS = 15 * 60;
+// The SDK's standard retry mode: base delays, cap.
+const RETRY_DELAY_MS = 100;
+const THROTTLING_DELAY_MS = 500;
+const MAX_RETRY_DELAY_MS = 20_000;
 /** Tries for a conditional write that AWS answered with 409 (a concurrent conditional write). */
 const CONDITIONAL_TRIES = 5;
 /** One path component as PATH_PATTERN allows it. */
@@ -70,6 +90,10 @@ export class S3Driver implements StorageDriver {
   private readonly rootPrefix: string;
   private readonly chunkSize: number;
   private readonly redirect: boolean;
+  /** Blob reads through rawget.ts (plain http endpoints), else through the SDK. */
+  private readonly rawReads: boolean;
+  private readonly timeouts: S3Timeouts;
+  private readonly maxAttempts: number;
 
   constructor(params: S3DriverParameters, options: S3DriverOptions = {}) {
     const tuning = options.tuning ?? {};
@@ -84,6 +108,9 @@ export class S3Driver implements StorageDriver {
     this.rootPrefix = root === '' ? '' : `${root}/`;
     this.chunkSize = params.chunksize;
     this.redirect = options.redirect ?? false;
+    this.timeouts = tuning.timeouts ?? timeoutsOf(params);
+    this.maxAttempts = tuning.maxAttempts ?? params.maxretries + 1;
+    this.rawReads = (tuning.rawReads ?? true) && endpointName(params).startsWith('http://');
   }
 
   async getContent(path: string): Promise<Buffer> {
@@ -97,8 +124,10 @@ export class S3Driver implements StorageDriver {
   }
 
   async putContent(path: string, content: Buffer | string): Promise<void> {
+    const key = this.key(path);
+    this.bucket.forgetCommitted(key);
     try {
-      await this.bucket.putObject(this.key(path), toBuffer(content));
+      await this.bucket.putObject(key, toBuffer(content));
     } catch (err) {
       throw this.bucket.fail(err, `putContent ${path}`);
     }
@@ -134,6 +163,8 @@ export class S3Driver implements StorageDriver {
         : `bytes=${offset}-${length === undefined ? '' : offset + length - 1}`;
     let res: GetObjectCommandOutput;
     try {
+      const raw = this.rawReads ? await this.rawReader(path, key, range) : undefined;
+      if (raw !== undefined) return raw;
       res = await this.get(path, key, range);
     } catch (err) {
       if (!(err instanceof StorageDriverError && isInvalidRange(err.cause))) throw err;
@@ -144,7 +175,7 @@ export class S3Driver implements StorageDriver {
     if (!(res.Body instanceof Readable)) {
       throw new StorageDriverError(`reader ${path}: the S3 response has no stream body`, this.name);
     }
-    return res.Body;
+    return new CoalescingReader(res.Body);
   }
 
   async writer(path: string, append: boolean): Promise<FileWriter> {
@@ -154,16 +185,22 @@ export class S3Driver implements StorageDriver {
       if (!append) {
         // Starting over replaces what earlier writers left uncommitted.
         await this.bucket.abortUploads(key);
-        return new S3Writer({ ...common, fresh: true });
+        return new S3Writer({ ...common, fresh: true, marked: false });
       }
-      const upload = await this.bucket.newestUpload(key);
+      const { found, marker } = await this.bucket.statKey(key);
+      // An upload in progress is the file (a fresh writer's upload may shadow an older object).
+      const upload = marker ? await this.bucket.newestUpload(key) : undefined;
       if (upload) {
         const parts = await this.bucket.listParts(key, upload.uploadId);
-        return new S3Writer({ ...common, fresh: false, upload: { uploadId: upload.uploadId, parts } });
+        return new S3Writer({
+          ...common,
+          fresh: false,
+          marked: true,
+          upload: { uploadId: upload.uploadId, parts },
+        });
       }
-      const found = await this.bucket.statKey(key);
       if (found?.kind !== 'file') throw new PathNotFoundError(path, this.name);
-      return new S3Writer({ ...common, fresh: false, base: { size: found.size } });
+      return new S3Writer({ ...common, fresh: false, marked: marker, base: { size: found.size } });
     } catch (err) {
       throw this.bucket.fail(err, `writer ${path}`);
     }
@@ -177,16 +214,16 @@ export class S3Driver implements StorageDriver {
         return { path, size: 0, isDir: true, modTime: page.Contents?.[0]?.LastModified ?? new Date(0) };
       }
       const key = this.key(path);
-      const found = await this.bucket.statKey(key);
-      if (found?.kind === 'file') return { path, size: found.size, modTime: found.modTime, isDir: false };
-      if (found?.kind === 'dir') return { path, size: 0, modTime: found.modTime, isDir: true };
-      // Not an object: maybe a file an earlier writer's end() left as an unfinished multipart upload.
-      const upload = await this.bucket.newestUpload(key);
+      const { found, marker } = await this.bucket.statKey(key);
+      // A file an earlier writer's end() left as an unfinished multipart upload, as `writer` sees it.
+      const upload = marker ? await this.bucket.newestUpload(key) : undefined;
       if (upload) {
         const parts = await this.bucket.listParts(key, upload.uploadId);
         const size = parts.reduce((sum, p) => sum + p.Size, 0);
         return { path, size, modTime: upload.initiated, isDir: false };
       }
+      if (found?.kind === 'file') return { path, size: found.size, modTime: found.modTime, isDir: false };
+      if (found?.kind === 'dir') return { path, size: 0, modTime: found.modTime, isDir: true };
     } catch (err) {
       throw this.bucket.fail(err, `stat ${path}`);
     }
@@ -225,11 +262,21 @@ export class S3Driver implements StorageDriver {
     const source = this.key(sourcePath);
     const dest = this.key(destPath);
     try {
-      const found = await this.bucket.statKey(source);
-      if (found?.kind !== 'file') throw new PathNotFoundError(sourcePath, this.name);
-      if (source === dest) return;
-      await this.bucket.copyObject(source, found.size, dest);
-      await this.bucket.deleteObject(source);
+      let size = source === dest ? undefined : this.bucket.takeCommitted(source);
+      if (size === undefined) {
+        const { found } = await this.bucket.statKey(source);
+        if (found?.kind !== 'file') throw new PathNotFoundError(sourcePath, this.name);
+        if (source === dest) return;
+        size = found.size;
+      }
+      try {
+        await this.bucket.copyObject(source, size, dest);
+      } catch (err) {
+        if (isNoSuchKey(err)) throw new PathNotFoundError(sourcePath, this.name);
+        throw err;
+      }
+      // The marker a committed writer may have left goes with its file, in the same request.
+      await this.bucket.deleteObjects([source, uploadMarkerKey(source)]);
     } catch (err) {
       throw this.bucket.fail(err, `move ${sourcePath} -> ${destPath}`);
     }
@@ -238,14 +285,15 @@ export class S3Driver implements StorageDriver {
   async delete(path: string): Promise<void> {
     const key = this.key(path);
     try {
-      const [keys, uploads] = await Promise.all([
-        this.keysAtOrBelow(key),
-        this.bucket.listUploads(key, true),
-      ]);
-      if (keys.length === 0 && uploads.length === 0) throw new PathNotFoundError(path, this.name);
-      // Unfinished uploads too: they hold data (and stat reports them) until aborted.
+      const keys = await this.keysAtOrBelow(key);
+      // Unfinished uploads too: they hold data (and stat reports them) until aborted. Each has a marker.
+      const markers = keys.filter(isUploadMarker).length;
+      const uploads = markers > 0 ? await this.bucket.listUploads(key, true) : [];
       for (const upload of uploads) await this.bucket.abortUpload(upload.key, upload.uploadId);
+      for (const k of keys) this.bucket.forgetCommitted(k);
       await this.bucket.deleteObjects(keys);
+      // Markers alone (a writer that died before creating its upload) are no file.
+      if (keys.length === markers && uploads.length === 0) throw new PathNotFoundError(path, this.name);
     } catch (err) {
       throw this.bucket.fail(err, `delete ${path}`);
     }
@@ -304,6 +352,43 @@ export class S3Driver implements StorageDriver {
     return path === '/' ? this.rootPrefix : `${this.key(path)}/`;
   }
 
+  /**
+   * The object's body through `rawGet` (rawget.ts), with the SDK's retry rules (throttling, 5xx,
+   * timeouts, resets; exponential backoff with jitter); `undefined` when the SDK should read it instead.
+   */
+  private async rawReader(path: string, key: string, range?: string): Promise<Readable | undefined> {
+    let url: URL;
+    try {
+      const command = new GetObjectCommand({ Bucket: this.bucket.name, Key: key });
+      url = new URL(await getSignedUrl(this.bucket.client, command, { expiresIn: RAW_URL_EXPIRY_SECONDS }));
+    } catch (err) {
+      throw this.bucket.fail(err, `read ${path}`);
+    }
+    const { connectMs, requestMs, idleMs } = this.timeouts;
+    for (let attempt = 1; ; attempt++) {
+      let failure: unknown;
+      try {
+        const result = await rawGet(url, {
+          connectMs,
+          requestMs,
+          idleMs,
+          ...(range !== undefined && { range }),
+        });
+        if (result.kind === 'body') return result.body;
+        if (result.kind === 'unsupported') return undefined;
+        const code = result.code ?? (result.status === 404 ? 'NotFound' : `HTTP${result.status}`);
+        failure = rawError(result.message, code, result.status);
+      } catch (err) {
+        failure = err;
+      }
+      if (isNoSuchKey(failure)) throw new PathNotFoundError(path, this.name);
+      if (attempt >= this.maxAttempts || !isRetryable(failure))
+        throw this.bucket.fail(failure, `read ${path}`);
+      const base = isThrottling(failure) ? THROTTLING_DELAY_MS : RETRY_DELAY_MS;
+      await sleep(Math.random() * Math.min(MAX_RETRY_DELAY_MS, base * 2 ** attempt));
+    }
+  }
+
   private async get(path: string, key: string, range?: string): Promise<GetObjectCommandOutput> {
     try {
       return await this.bucket.getObject(key, range);
@@ -317,7 +402,7 @@ export class S3Driver implements StorageDriver {
   private async fileSize(path: string, key: string, offset: number): Promise<number> {
     let found;
     try {
-      found = await this.bucket.statKey(key);
+      ({ found } = await this.bucket.statKey(key));
     } catch (err) {
       throw this.bucket.fail(err, `reader ${path}`);
     }
@@ -326,17 +411,18 @@ export class S3Driver implements StorageDriver {
     return found.size;
   }
 
-  /** `key` itself and every key below `key/` (not its `key-…` siblings). */
+  /** `key` itself, its upload marker and every key below `key/` (not its `key-…` siblings). */
   private async keysAtOrBelow(key: string): Promise<string[]> {
     const dirPrefix = `${key}/`;
+    const markerKey = uploadMarkerKey(key);
     const keys: string[] = [];
     let token: string | undefined;
     for (;;) {
-      // Listings are sorted: `key`, then any `key-…`/`key.…` siblings, then `key/…`, then the rest.
+      // Listings are sorted: `key`, its marker, any `key-…`/`key.…` siblings, `key/…`, then the rest.
       const page = await this.bucket.listPage(key, token === undefined ? {} : { token });
       for (const obj of page.Contents ?? []) {
         const found = obj.Key ?? '';
-        if (found === key || found.startsWith(dirPrefix)) keys.push(found);
+        if (found === key || found === markerKey || found.startsWith(dirPrefix)) keys.push(found);
         else if (found > dirPrefix) return keys;
       }
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
@@ -344,7 +430,7 @@ export class S3Driver implements StorageDriver {
       if (!(page.Contents?.at(-1)?.Key ?? '').startsWith(dirPrefix)) break;
     }
     // A page of siblings and more to come: list below `key/` directly instead of paging through them.
-    const below = keys.includes(key) ? [key] : [];
+    const below = keys.filter((k) => k === key || k === markerKey);
     for await (const obj of this.bucket.listAll(dirPrefix)) below.push(obj.key);
     return below;
   }
@@ -371,4 +457,8 @@ function isComponent(name: string): boolean {
 function toBuffer(content: Buffer | string): Buffer {
   // A Buffer is sent as it is: the SDK is done with it when the request settles.
   return typeof content === 'string' ? Buffer.from(content, 'utf8') : content;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -16,7 +16,6 @@ const CREDENTIAL_ERRORS = new Set([
   'InvalidAccessKeyId',
   'SignatureDoesNotMatch',
   'AccessDenied',
-  'CredentialsProviderError',
   'ExpiredToken',
   'InvalidToken',
 ]);
@@ -36,6 +35,39 @@ export function httpStatus(err: unknown): number | undefined {
   const meta = err.$metadata;
   if (typeof meta !== 'object' || meta === null || !('httpStatusCode' in meta)) return undefined;
   return typeof meta.httpStatusCode === 'number' ? meta.httpStatusCode : undefined;
+}
+
+const THROTTLING_CODES = new Set([
+  'SlowDown',
+  'Throttling',
+  'ThrottlingException',
+  'RequestThrottled',
+  'TooManyRequestsException',
+  'RequestLimitExceeded',
+]);
+const TRANSIENT_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'TimeoutError',
+  'RequestTimeout',
+]);
+
+export function isThrottling(err: unknown): boolean {
+  const code = s3ErrorCode(err);
+  return (code !== undefined && THROTTLING_CODES.has(code)) || httpStatus(err) === 429;
+}
+
+/** What the SDK's standard retry mode retries: throttling, 500/502/503/504, timeouts and resets. */
+export function isRetryable(err: unknown): boolean {
+  const code = s3ErrorCode(err);
+  const status = httpStatus(err);
+  return (
+    isThrottling(err) ||
+    (code !== undefined && TRANSIENT_CODES.has(code)) ||
+    (status !== undefined && [500, 502, 503, 504].includes(status))
+  );
 }
 
 /** The object is not there. (NoSuchBucket is also a 404, and is not this.) */
@@ -76,6 +108,12 @@ export function s3Failure(err: unknown, where: S3ErrorContext, operation: string
   let message: string;
   if (code !== undefined && (NETWORK_CODES.has(code) || code === 'TimeoutError')) {
     message = `s3 endpoint ${where.endpoint} is unreachable (${code}) during ${operation}: ${detail}`;
+  } else if (code === 'CredentialsProviderError') {
+    // The SDK's chain found nothing to sign with: no request reached S3.
+    message =
+      `no S3 credentials for bucket "${where.bucket}" at ${where.endpoint} (${operation}): set ` +
+      'storage.s3.accesskey and secretkey, or the AWS_* environment (AWS_ACCESS_KEY_ID, ' +
+      `AWS_SECRET_ACCESS_KEY), or run with an IAM role: ${detail}`;
   } else if (code === 'NoSuchBucket') {
     message = `s3 bucket "${where.bucket}" does not exist at ${where.endpoint} (${operation})`;
   } else if (code !== undefined && CREDENTIAL_ERRORS.has(code)) {

@@ -2,7 +2,7 @@ import { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { StorageDriverError, type FileWriter } from '../driver.js';
 import { MIN_PART_SIZE } from './config.js';
-import type { PartInfo, S3Bucket } from './bucket.js';
+import { uploadMarkerKey, type PartInfo, type S3Bucket } from './bucket.js';
 
 export interface S3WriterInit {
   readonly bucket: S3Bucket;
@@ -12,6 +12,8 @@ export interface S3WriterInit {
   readonly chunkSize: number;
   /** Opened without append: the file starts empty. */
   readonly fresh: boolean;
+  /** The key's upload marker exists already (bucket.ts). */
+  readonly marked: boolean;
   /** An in-progress multipart upload left by an earlier writer's `end()`. */
   readonly upload?: { readonly uploadId: string; readonly parts: readonly PartInfo[] };
   /** A committed object at the key whose content this writer continues. */
@@ -35,7 +37,10 @@ export interface S3WriterInit {
  * completes the upload rather than leaving a second copy of the file in progress.
  *
  * `commit()` completes the upload, or PutObjects what is buffered when no upload was needed.
- * `cancel()` aborts every upload of the key and deletes the object.
+ * `cancel()` aborts every upload of the key and deletes the object and the upload marker.
+ *
+ * Before it creates an upload, a writer makes sure the key's upload marker exists (bucket.ts); the marker
+ * stays after a commit (so a commit costs no extra request) until the file is deleted or moved.
  */
 export class S3Writer extends Writable implements FileWriter {
   readonly #bucket: S3Bucket;
@@ -44,6 +49,7 @@ export class S3Writer extends Writable implements FileWriter {
   readonly #driver: string;
   readonly #chunkSize: number;
   readonly #fresh: boolean;
+  #marked: boolean;
   #size: number;
   #uploadId: string | undefined;
   #parts: PartInfo[];
@@ -66,6 +72,7 @@ export class S3Writer extends Writable implements FileWriter {
     this.#driver = init.driver;
     this.#chunkSize = init.chunkSize;
     this.#fresh = init.fresh;
+    this.#marked = init.marked;
     this.#uploadId = init.upload?.uploadId;
     this.#parts = [...(init.upload?.parts ?? [])];
     this.#base = init.base;
@@ -122,6 +129,7 @@ export class S3Writer extends Writable implements FileWriter {
       throw this.#fail(err, 'commit');
     }
     this.#state = 'committed';
+    this.#bucket.rememberCommitted(this.#key, this.#size);
   }
 
   async cancel(): Promise<void> {
@@ -129,6 +137,7 @@ export class S3Writer extends Writable implements FileWriter {
       throw new StorageDriverError(`writer already ${this.#state}`, this.#driver);
     }
     this.#state = 'cancelled';
+    this.#bucket.forgetCommitted(this.#key);
     if (!this.closed) {
       const closed = new Promise((resolve) => this.once('close', resolve));
       this.destroy();
@@ -139,7 +148,7 @@ export class S3Writer extends Writable implements FileWriter {
       if (this.#uploadId !== undefined) await this.#bucket.abortUpload(this.#key, this.#uploadId);
       // Uploads of earlier writers of this file, and the object an earlier end() left.
       await this.#bucket.abortUploads(this.#key);
-      await this.#bucket.deleteObject(this.#key);
+      await this.#bucket.deleteObjects([this.#key, uploadMarkerKey(this.#key)]);
     } catch (err) {
       throw this.#fail(err, 'cancel');
     }
@@ -171,7 +180,7 @@ export class S3Writer extends Writable implements FileWriter {
     }
     const base = this.#base;
     if (base !== undefined && base.size >= MIN_PART_SIZE) {
-      const uploadId = await this.#bucket.createUpload(this.#key);
+      const uploadId = await this.#createUpload();
       this.#uploadId = uploadId;
       this.#parts = await this.#bucket.copyParts(this.#key, base.size, this.#key, uploadId, 1);
     } else if (base !== undefined && base.size > 0) {
@@ -204,9 +213,18 @@ export class S3Writer extends Writable implements FileWriter {
   }
 
   async #uploadPart(body: Buffer): Promise<void> {
-    this.#uploadId ??= await this.#bucket.createUpload(this.#key);
+    this.#uploadId ??= await this.#createUpload();
     const number = (this.#parts.at(-1)?.PartNumber ?? 0) + 1;
     this.#parts.push(await this.#bucket.uploadPart(this.#key, this.#uploadId, number, body));
+  }
+
+  /** The marker first: an upload in progress without one would be invisible to `stat` and `delete`. */
+  async #createUpload(): Promise<string> {
+    if (!this.#marked) {
+      await this.#bucket.putObject(uploadMarkerKey(this.#key), Buffer.alloc(0));
+      this.#marked = true;
+    }
+    return this.#bucket.createUpload(this.#key);
   }
 
   async #waitInflight(): Promise<void> {
