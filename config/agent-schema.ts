@@ -3,24 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import YAML from 'yaml';
-import { fieldInfo, parseDuration, parseListenAddress } from './schema.js';
-
-function durationValue() {
-  return z
-    .string({ error: 'expected a duration string such as "10s", "5m" or "1h"' })
-    .transform((text, ctx) => {
-      let ms: number;
-      try {
-        ms = parseDuration(text);
-      } catch {
-        ctx.addIssue({ code: 'custom', message: `expected a duration such as "10s" or "5m", got "${text}"` });
-        return z.NEVER;
-      }
-      if (ms < 0) ctx.addIssue({ code: 'custom', message: `must not be negative, got "${text}"` });
-      return ms;
-    })
-    .register(fieldInfo, { duration: true });
-}
+import { durationValue, fieldInfo, listenAddress, regexString, repositoryGlob } from './schema.js';
 
 const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
 const SIZE = /^(\d+)([bkmg]?)$/i;
@@ -46,33 +29,6 @@ const sizeText = (min: number) =>
     });
 
 const secret = () => z.string().min(1).register(fieldInfo, { secret: true });
-
-const regexString = z.string().refine(
-  (source) => {
-    try {
-      new RegExp(source);
-      return true;
-    } catch {
-      return false;
-    }
-  },
-  { error: (iss) => `not a valid regular expression: ${JSON.stringify(iss.input)}` },
-);
-
-// `*` within a path component, `**` across (src/auth/access.ts compileGlob, as the access rules).
-const repositoryGlob = z.string().min(1);
-
-const listenAddress = z.string().refine(
-  (addr) => {
-    try {
-      parseListenAddress(addr);
-      return true;
-    } catch {
-      return false;
-    }
-  },
-  { error: (iss) => `expected host:port or :port, got ${JSON.stringify(iss.input)}` },
-);
 
 export const DEFAULT_LIMITS = {
   memory: '64m',

@@ -65,7 +65,8 @@ function duration(defaultValue: string) {
   return durationValue().prefault(defaultValue);
 }
 
-function durationValue() {
+/** A Go duration string in the file, milliseconds after parsing. Shared with config/agent-schema.ts. */
+export function durationValue() {
   return z
     .string({ error: 'expected a duration string such as "10s", "5m" or "168h"' })
     .transform((text, ctx) => {
@@ -89,7 +90,7 @@ const DEFAULT_GC_GRACE = '1h';
 
 const secret = () => z.string().register(fieldInfo, { secret: true });
 
-const regexString = z.string().refine(
+export const regexString = z.string().refine(
   (source) => {
     try {
       new RegExp(source);
@@ -113,7 +114,7 @@ export function parseListenAddress(addr: string): { host: string | undefined; po
   return { host: host === '' ? undefined : host, port };
 }
 
-const listenAddress = z.string().refine(
+export const listenAddress = z.string().refine(
   (addr) => {
     try {
       parseListenAddress(addr);
@@ -208,7 +209,7 @@ export const TOKEN_ALGORITHMS = [
 ] as const;
 
 // A repository glob: `*` stays inside one path component, `**` crosses them (src/auth/access.ts).
-const repositoryGlob = z
+export const repositoryGlob = z
   .string()
   .regex(/^[a-z0-9._/*-]+$/, { error: (iss) => `not a repository glob: ${JSON.stringify(iss.input)}` });
 

@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto';
 import type { Logger } from 'pino';
 import { EVENTS_MEDIA_TYPE } from './event.js';
-import type { StorageLease } from './lease.js';
+import type { StorageLease } from '../registry/storage-lease.js';
 import type { NotificationObserver } from './observer.js';
 import type { DurableQueue, QueueEntry } from './queue.js';
 

@@ -20,7 +20,7 @@ import type { Registry } from '../registry/registry.js';
 import { createCapture } from './capture.js';
 import { DeliveryLoop, redactURL, type DeliveryTiming, type EndpointSettings } from './delivery.js';
 import type { Event } from './event.js';
-import { StorageLease } from './lease.js';
+import { StorageLease } from '../registry/storage-lease.js';
 import type { NotificationObserver } from './observer.js';
 import { DurableQueue, QueueWriter } from './queue.js';
 

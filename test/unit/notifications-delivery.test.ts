@@ -19,7 +19,7 @@ import {
   targetRecord,
   type Event,
 } from '../../src/notifications/event.js';
-import { StorageLease } from '../../src/notifications/lease.js';
+import { StorageLease } from '../../src/registry/storage-lease.js';
 import type { NotificationObserver } from '../../src/notifications/observer.js';
 import { DurableQueue, QueueWriter } from '../../src/notifications/queue.js';
 import { pathFor } from '../../src/registry/paths.js';

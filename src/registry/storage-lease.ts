@@ -1,6 +1,6 @@
 import type { StorageDriver } from '../../storage-drivers/driver.js';
 import { PathNotFoundError } from '../../storage-drivers/driver.js';
-import { deleteIfExists } from '../registry/links.js';
+import { deleteIfExists } from './links.js';
 
 interface LeaseRecord {
   readonly owner: string;
@@ -8,14 +8,15 @@ interface LeaseRecord {
 }
 
 /**
- * One deliverer per endpoint among replicas sharing storage: a lease object created with
- * `putContentIfAbsent`, renewed in the background while held, deleted on release. A lease past its
- * expiry (its holder died) is taken over. The same protocol as src/gc/lease.ts, at a path of the caller's
- * choosing and without throwing: a replica that does not get the lease simply tries again later.
+ * One holder at a time among replicas sharing storage (GC runs: src/gc/lease.ts; webhook delivery per
+ * endpoint): a lease object created with `putContentIfAbsent`, renewed in the background while held,
+ * deleted on release. A lease past its expiry (its holder died) is taken over by deleting it only if it
+ * still holds what was read, then creating it again.
  *
- * Two takers of one stale lease could in theory both win (the object store has no compare-and-delete);
- * the loser notices on its next renewal. That costs at most a duplicate delivery, which at-least-once
- * allows.
+ * The object store gives no compare-and-delete, so two takers of one stale lease could in theory both
+ * win; the holder re-reads the lease on every renewal and knows it lost when it is not its own. So a
+ * lease saves duplicate work; callers must stay safe without it (GC's per-digest protocol, at-least-once
+ * delivery).
  */
 export class StorageLease {
   private record: LeaseRecord | undefined;
@@ -87,7 +88,13 @@ export class StorageLease {
     this.timer = undefined;
   }
 
-  private async renew(): Promise<void> {
+  /** Who holds the lease now, if anyone (for a message naming them). */
+  async holder(): Promise<{ owner: string; expiresAt: string } | undefined> {
+    return (await this.read())?.record;
+  }
+
+  /** Extends the expiry if the lease is still ours; marks it lost otherwise. Runs in the background. */
+  async renew(): Promise<void> {
     if (!this.record || this.lost) return;
     try {
       const seen = await this.read();
