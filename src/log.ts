@@ -35,5 +35,7 @@ export function createLogger(cfg: Config['log'], opts: { destination?: Destinati
     const colorize = opts.destination === undefined && process.stdout.isTTY;
     return pino(options, pretty({ destination, colorize, sync: true, ignore: 'pid,hostname' }));
   }
-  return opts.destination ? pino(options, opts.destination) : pino(options);
+  // Synchronous: pino's default stdout stream writes on the thread pool, and a line logged just
+  // before process.exit ('shut down', a fatal error) could be lost with the write still in flight.
+  return pino(options, opts.destination ?? pino.destination({ dest: 1, sync: true }));
 }

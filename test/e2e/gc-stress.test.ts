@@ -485,7 +485,9 @@ describe('gc stress: GC in a loop while clients push, share, re-tag and delete',
 
       // A final GC with no clients and no servers: storage holds exactly the referenced blobs.
       await Promise.all(servers.map((s) => s.stop()));
-      await sleep(1200);
+      // The checks above downloaded blobs of untagged manifests too, and a download touches its blob:
+      // wait out the grace period (2 s) and GC's clock slack (1 s) so that no touch protects them.
+      await sleep(3500);
       const { stdout } = await run(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'gc', '--json'], {
         cwd: repoRoot,
         env: {

@@ -381,6 +381,6 @@ void describe('container image', { skip, timeout: 600_000 }, () => {
       .filter((l) => l.startsWith('{'))
       .map((l) => JSON.parse(l) as { msg: string; signal?: string });
     assert.equal(lines.find((l) => l.msg === 'shutting down')?.signal, 'SIGTERM', stdout);
-    assert.equal(lines.at(-1)?.msg, 'shut down');
+    assert.equal(lines.at(-1)?.msg, 'shut down', stdout);
   });
 });
