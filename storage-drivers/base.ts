@@ -121,7 +121,12 @@ export function wrapDriver(raw: StorageDriver, options: WrapOptions = {}): Stora
         if (length !== undefined && (!Number.isSafeInteger(length) || length < 0)) {
           throw new StorageDriverError(`invalid read length ${length} for ${path}`, name);
         }
-        return raw.reader(path, length === undefined ? { offset } : { offset, length });
+        const { buffers } = readOptions;
+        return raw.reader(path, {
+          offset,
+          ...(length !== undefined && { length }),
+          ...(buffers && { buffers }),
+        });
       });
     },
 

@@ -56,6 +56,17 @@ export interface ReadOptions {
   readonly offset?: number;
   /** How many bytes to read at most; the stream ends early at end of file. */
   readonly length?: number;
+  /**
+   * Where a driver that reads into buffers of its own choosing (the filesystem) may take them from,
+   * instead of allocating one per read. Drivers are free to ignore it.
+   */
+  readonly buffers?: ReadBuffers;
+}
+
+/** Read buffers lent to a reader; `take` is called for each read, from the reader's `_read`. */
+export interface ReadBuffers {
+  /** A buffer the reader may fill and push; `stream` is the reader taking it. */
+  take(stream: Readable): Buffer;
 }
 
 /** `'skip'` not to descend into a directory; nothing (undefined) to go on. */

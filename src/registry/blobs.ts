@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
-import type { StorageDriver } from '../../storage-drivers/driver.js';
+import type { ReadOptions, StorageDriver } from '../../storage-drivers/driver.js';
 import { PathNotFoundError } from '../../storage-drivers/driver.js';
 import { GcRecords, TOUCH_SKIP_MS } from '../gc/records.js';
 import type { Digest } from './digest.js';
@@ -94,9 +94,10 @@ export class BlobStore {
     return linked ? await this.statGlobal(digest) : undefined;
   }
 
-  async open(digest: Digest, range?: { offset: number; length: number }): Promise<Readable> {
+  /** The blob's bytes, or `length` of them from `offset`; `buffers` lends the driver its read buffers. */
+  async open(digest: Digest, options: ReadOptions = {}): Promise<Readable> {
     try {
-      return await this.driver.reader(pathFor({ kind: 'blobData', digest }), range);
+      return await this.driver.reader(pathFor({ kind: 'blobData', digest }), options);
     } catch (err) {
       if (err instanceof PathNotFoundError)
         throw new BlobUnknownError(undefined, { digest: digest.toString() });

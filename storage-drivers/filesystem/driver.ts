@@ -29,6 +29,7 @@ import {
   type WalkOptions,
 } from '../driver.js';
 import { wrapDriver, type WrapOptions } from '../base.js';
+import { FileReader, freshBuffers } from './reader.js';
 import { FilesystemWriter } from './writer.js';
 
 export interface FilesystemDriverParameters {
@@ -129,8 +130,8 @@ export class FilesystemDriver implements StorageDriver {
       await handle.close();
       throw err;
     }
-    const range = options.length === undefined ? {} : { end: offset + options.length - 1 };
-    return handle.createReadStream({ start: offset, ...range, highWaterMark: READ_BUFFER });
+    const length = options.length ?? Number.MAX_SAFE_INTEGER;
+    return new FileReader(handle, offset, length, options.buffers ?? freshBuffers(READ_BUFFER));
   }
 
   async writer(path: string, append: boolean): Promise<FileWriter> {

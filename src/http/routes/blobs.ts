@@ -4,6 +4,7 @@ import { UnsupportedError } from '../../registry/errors.js';
 import { writeError } from '../errors.js';
 import { digestParam, nameParam } from '../params.js';
 import { parseRangeHeader } from '../range.js';
+import { ResponseBuffers } from '../response-buffers.js';
 
 export function blobRoutes(router: Router, registry: Registry): void {
   const fetchBlob: RouterMiddleware = async (ctx) => {
@@ -43,7 +44,7 @@ export function blobRoutes(router: Router, registry: Registry): void {
       ctx.length = range ? range.length : size;
       return;
     }
-    ctx.body = await registry.blobs.open(digest, range);
+    ctx.body = await registry.blobs.open(digest, { ...range, buffers: new ResponseBuffers(ctx.res) });
     ctx.length = range ? range.length : size;
   };
 
