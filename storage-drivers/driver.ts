@@ -45,6 +45,8 @@ export interface FileInfo {
 export interface FileWriter extends Writable {
   /** Bytes in the file so far: the size it had when opened for append, plus what was written. */
   readonly size: number;
+  /** The file's path on this machine, when the driver writes a local file (others leave it unset). */
+  readonly localPath?: string;
   /** Resolves when all written bytes are durable and visible at `path`. Implies `end()`. */
   commit(): Promise<void>;
   /** Discards the content; the path does not exist afterwards. Implies `end()`. */

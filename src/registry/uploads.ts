@@ -9,17 +9,26 @@ import type { BlobDescriptor, BlobStore } from './blobs.js';
 import { digestOfHash, newHasher, sameDigest, type Digest, type DigestAlgorithm } from './digest.js';
 import { BlobUploadUnknownError, DigestInvalidError, ChunkOutOfOrderError } from './errors.js';
 import { deleteIfExists, exists } from './links.js';
+import { fileHashing, type FileHash, type FileHashing } from './file-hashing.js';
 import { KeyedMutex } from './mutex.js';
 import { pathFor } from './paths.js';
 import type { CacheObserver } from './registry.js';
 
 const UPLOAD_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-/** Running hash of an upload's first `offset` bytes, kept while this process sees every chunk. */
+/**
+ * Running hash of an upload's first `offset` bytes, kept while this process sees every chunk: on the
+ * event loop (`hash`), or, for data in a local file, on a hashing thread that reads it back (`file`).
+ */
 interface HashState {
   readonly algorithm: DigestAlgorithm;
-  readonly hash: Hash;
+  readonly hash?: Hash;
+  readonly file?: FileHash;
   offset: number;
+}
+
+function disposeHash(state: HashState | undefined): void {
+  state?.file?.dispose();
 }
 
 /**
@@ -29,13 +38,20 @@ interface HashState {
  * re-read at completion instead: correctness on the rare path, speed on the common one.
  */
 export class UploadStore {
-  private readonly hashes = new LRUCache<string, HashState>({ max: 10_000 });
+  // Deletes dispose of the state themselves: it may still be in use then.
+  private readonly hashes = new LRUCache<string, HashState>({
+    max: 10_000,
+    dispose: (state, _key, reason) => {
+      if (reason === 'evict') disposeHash(state);
+    },
+  });
   private readonly locks = new KeyedMutex();
 
   constructor(
     private readonly driver: StorageDriver,
     private readonly blobs: BlobStore,
     private readonly cacheObserver?: CacheObserver,
+    private readonly hashing: FileHashing = fileHashing,
   ) {}
 
   static isValidId(id: string): boolean {
@@ -93,7 +109,7 @@ export class UploadStore {
         closed = true;
       };
       try {
-        let actual = this.digestFromState(name, id, size, expected.algorithm);
+        let actual = await this.digestFromState(name, id, size, expected.algorithm);
         this.cacheObserver?.('upload_hash', actual !== undefined);
         if (!actual) {
           await commit();
@@ -134,7 +150,7 @@ export class UploadStore {
   }
 
   private async cancelLocked(name: string, id: string): Promise<void> {
-    this.hashes.delete(`${name}/${id}`);
+    this.forgetHash(`${name}/${id}`);
     await deleteIfExists(this.driver, pathFor({ kind: 'uploadDir', name, id }));
   }
 
@@ -179,30 +195,46 @@ export class UploadStore {
       throw new ChunkOutOfOrderError(`chunk starts at ${start} but the upload has ${size} bytes`);
     }
     const key = `${name}/${id}`;
-    let state = this.hashes.get(key);
-    if (state?.offset !== size) {
-      state = size === 0 ? { algorithm: 'sha256', hash: newHasher('sha256'), offset: 0 } : undefined;
-    }
+    // Out of the cache while the chunk streams; a chunk that fails leaves it out (disposed).
+    const previous = this.hashes.get(key);
     this.hashes.delete(key);
+    let writer: FileWriter;
+    try {
+      writer =
+        size > 0 && opened.writer
+          ? opened.writer
+          : await this.driver.writer(pathFor({ kind: 'uploadData', name, id }), false);
+    } catch (err) {
+      disposeHash(previous);
+      throw err;
+    }
+    let state = size > 0 && previous?.offset === size ? previous : undefined;
+    if (state !== previous) disposeHash(previous);
+    if (size === 0) state = this.newHashState(writer);
 
-    const writer =
-      size > 0 && opened.writer
-        ? opened.writer
-        : await this.driver.writer(pathFor({ kind: 'uploadData', name, id }), false);
+    const { hash, file } = state ?? {};
     let written = 0;
     try {
       for await (const chunk of body as AsyncIterable<Buffer>) {
-        state?.hash.update(chunk);
+        hash?.update(chunk);
         written += chunk.length;
-        if (!writer.write(chunk)) await once(writer, 'drain');
+        const end = size + written;
+        const more = file
+          ? writer.write(chunk, (err) => {
+              if (err) file.fail(err);
+              else file.advance(end);
+            })
+          : writer.write(chunk);
+        if (!more) await once(writer, 'drain');
+      }
+      if (!keepOpen) {
+        writer.end();
+        await finished(writer);
       }
     } catch (err) {
+      disposeHash(state);
       await endQuietly(writer);
       throw err;
-    }
-    if (!keepOpen) {
-      writer.end();
-      await finished(writer);
     }
     if (state) {
       state.offset = size + written;
@@ -211,16 +243,37 @@ export class UploadStore {
     return keepOpen ? { size: size + written, writer } : size + written;
   }
 
-  /** The digest from the running hash, when this process saw every byte. */
-  private digestFromState(
+  /** A hash for data that starts now: on a hashing thread when the data is a local file. */
+  private newHashState(writer: FileWriter): HashState {
+    const path = writer.localPath;
+    return path === undefined
+      ? { algorithm: 'sha256', hash: newHasher('sha256'), offset: 0 }
+      : { algorithm: 'sha256', file: this.hashing.start(path, 'sha256'), offset: 0 };
+  }
+
+  /** The digest from the running hash, when this process saw every byte (and could hash them). */
+  private async digestFromState(
     name: string,
     id: string,
     size: number,
     algorithm: DigestAlgorithm,
-  ): Digest | undefined {
-    const state = this.hashes.get(`${name}/${id}`);
+  ): Promise<Digest | undefined> {
+    const key = `${name}/${id}`;
+    const state = this.hashes.get(key);
     if (state?.algorithm !== algorithm || state.offset !== size) return undefined;
-    return digestOfHash(algorithm, state.hash.copy());
+    if (state.hash) return digestOfHash(algorithm, state.hash.copy());
+    try {
+      return await state.file?.digest(size);
+    } catch {
+      // The thread could not read the data (or died): reading it back decides.
+      this.forgetHash(key);
+      return undefined;
+    }
+  }
+
+  private forgetHash(key: string): void {
+    disposeHash(this.hashes.get(key));
+    this.hashes.delete(key);
   }
 
   /** The digest by reading back what this process did not see (another replica, a restart, a broken chunk). */
@@ -231,8 +284,9 @@ export class UploadStore {
     algorithm: DigestAlgorithm,
   ): Promise<Digest> {
     const state = this.hashes.get(`${name}/${id}`);
-    const usable = state?.algorithm === algorithm && state.offset <= size ? state : undefined;
-    const hash = usable ? usable.hash.copy() : newHasher(algorithm);
+    // Only a hash on the loop can be continued from where it is.
+    const usable = state?.hash && state.algorithm === algorithm && state.offset <= size ? state : undefined;
+    const hash = usable?.hash ? usable.hash.copy() : newHasher(algorithm);
     const from = usable ? usable.offset : 0;
     if (from < size) {
       const stream = await this.driver.reader(pathFor({ kind: 'uploadData', name, id }), { offset: from });

@@ -52,6 +52,10 @@ export class FilesystemWriter extends Writable implements FileWriter {
     return this.#size;
   }
 
+  get localPath(): string {
+    return this.fullPath;
+  }
+
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
     this.#append([chunk]).then(
       () => {
