@@ -90,11 +90,10 @@ class HashingThread {
 
   constructor(onDeath: (thread: HashingThread) => void) {
     this.worker = new Worker(THREAD_SOURCE, { eval: true, name: 'wharf-hash' });
-    // An idle hashing thread must not keep a process (a CLI command, a test) alive.
-    this.worker.unref();
     this.worker.on('message', (m: FromThread) => {
       const waiter = this.pending.get(m.ticket);
       this.pending.delete(m.ticket);
+      if (this.pending.size === 0) this.worker.unref();
       if (m.hex !== undefined) waiter?.resolve(m.hex);
       else waiter?.reject(new Error(`hashing thread: ${m.error ?? 'no answer'}`));
     });
@@ -109,6 +108,9 @@ class HashingThread {
     this.worker.on('exit', (code) => {
       die(new Error(`hashing thread exited with code ${code}`));
     });
+    // An idle hashing thread must not keep a process (a CLI command, a test) alive; one that owes
+    // a digest must. After the listeners: adding a 'message' listener refs the worker's port again.
+    this.worker.unref();
   }
 
   post(message: ToThread): void {
@@ -118,6 +120,7 @@ class HashingThread {
   digest(id: number, upTo: number): Promise<string> {
     if (this.error) return Promise.reject(this.error);
     const ticket = this.nextTicket++;
+    if (this.pending.size === 0) this.worker.ref();
     return new Promise((resolve, reject) => {
       this.pending.set(ticket, { resolve, reject });
       this.post({ op: 'digest', id, upTo, ticket });
