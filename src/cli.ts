@@ -6,6 +6,7 @@ import { ConfigError, loadConfig, renderConfig, type LoadedConfig } from '../con
 import { gcSettings } from '../config/schema.js';
 import { registerAgentCommand } from './agent/command.js';
 import { createLogger } from './log.js';
+import { shutDownOnSignals } from './shutdown.js';
 import { registerPromoteCommand } from './verify/promote-command.js';
 
 // Wharf supports Node 20 on purpose; the AWS SDK's notice about its future Node 22 requirement would
@@ -66,33 +67,16 @@ async function serve(opts: { config?: string; workers?: string }): Promise<void>
   }
   announceReady();
 
-  let closing = false;
-  const shutdown = (signal: NodeJS.Signals) => {
-    if (closing) {
-      logger.warn({ signal }, 'second signal, exiting without draining');
-      process.exit(1);
-    }
-    closing = true;
-    logger.info({ signal, draintimeoutMs: config.http.draintimeout }, 'shutting down');
-    // close() drains within http.draintimeout; this only guards against a close that hangs.
-    setTimeout(() => {
-      logger.error('shutdown did not finish in time, exiting');
-      process.exit(1);
-    }, config.http.draintimeout + SHUTDOWN_GRACE_MS).unref();
-    server.close().then(
-      () => {
-        logger.info('shut down');
-        process.exit(0);
-      },
-      (err: unknown) => {
-        logger.error({ err }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', shutdown);
   // Ctrl-C reaches every process of the group; a worker waits for the SIGTERM its primary sends.
-  process.on('SIGINT', inWorker ? () => undefined : shutdown);
+  if (inWorker) process.on('SIGINT', () => undefined);
+  shutDownOnSignals({
+    logger,
+    signals: inWorker ? ['SIGTERM'] : ['SIGTERM', 'SIGINT'],
+    close: () => server.close(),
+    fields: { draintimeoutMs: config.http.draintimeout },
+    // close() drains within http.draintimeout; the timeout only guards against a close that hangs.
+    timeoutMs: config.http.draintimeout + SHUTDOWN_GRACE_MS,
+  });
 }
 
 function checkConfig(opts: { config?: string }): void {

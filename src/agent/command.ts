@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { shutDownOnSignals } from '../shutdown.js';
 
 /** `wharf agent`: the verification agent, a separate process (issue 6). */
 export function registerAgentCommand(program: Command): void {
@@ -35,25 +36,10 @@ async function runAgent(opts: { config: string }): Promise<void> {
     logger.fatal({ err }, 'agent failed to start');
     process.exit(1);
   }
-  let closing = false;
-  const shutdown = (signal: NodeJS.Signals) => {
-    if (closing) {
-      logger.warn({ signal }, 'second signal, exiting without draining');
-      process.exit(1);
-    }
-    closing = true;
-    logger.info({ signal }, 'shutting down; unfinished jobs stay in the journal');
-    agent.close().then(
-      () => {
-        logger.info('shut down');
-        process.exit(0);
-      },
-      (err: unknown) => {
-        logger.error({ err }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', shutdown);
-  process.on('SIGINT', shutdown);
+  shutDownOnSignals({
+    logger,
+    signals: ['SIGTERM', 'SIGINT'],
+    close: () => agent.close(),
+    message: 'shutting down; unfinished jobs stay in the journal',
+  });
 }

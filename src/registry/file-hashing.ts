@@ -192,6 +192,8 @@ export class FileHash {
       this.told = this.written;
       this.thread.post({ op: 'advance', id: this.id, upTo: this.written });
     }
+    // Called for every chunk written: nothing to do unless a digest waits.
+    if (this.waiters.length === 0) return;
     this.waiters = this.waiters.filter((w) => {
       if (w.upTo > this.written) return true;
       w.resolve();

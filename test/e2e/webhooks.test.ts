@@ -3,19 +3,18 @@
 // registry is SIGKILLed are delivered after it starts again on the same storage, and a receiver that
 // holds its requests does not hold up pushes.
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import type { Event } from '../../src/notifications/event.js';
+import { MT, descriptorOf, ociManifest, sha256 } from '../helpers/oci.js';
 import { freePort, printOutput, startWharf, wharfS3Env, type RunningServer } from '../helpers/processes.js';
 import { createTestBucket, s3TestSettingsOrReport } from '../s3/env.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const sha256 = (data: Buffer | string): string => `sha256:${createHash('sha256').update(data).digest('hex')}`;
-const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 
 type Mode = 'down' | 'error' | 'ok' | 'hold';
 
@@ -140,27 +139,17 @@ async function pushImage(server: RunningServer, repo: string, tag: string): Prom
   const layer = randomBytes(2048);
   const configDigest = await pushBlob(server, repo, config);
   const layerDigest = await pushBlob(server, repo, layer);
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: OCI_MANIFEST,
-      config: {
-        mediaType: 'application/vnd.oci.image.config.v1+json',
-        digest: configDigest,
-        size: config.length,
-      },
-      layers: [
-        { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: layerDigest, size: layer.length },
-      ],
-    }),
-  );
+  const manifest = ociManifest({
+    config: descriptorOf(MT.ociConfig, config),
+    layers: [descriptorOf(MT.ociLayer, layer)],
+  });
   const res = await fetch(`${server.url}/v2/${repo}/manifests/${tag}`, {
     method: 'PUT',
-    headers: { 'content-type': OCI_MANIFEST },
-    body: manifest,
+    headers: { 'content-type': manifest.mediaType },
+    body: manifest.bytes,
   });
   await expectStatus(res, 201, `push manifest ${repo}:${tag}`);
-  return { digests: [configDigest, layerDigest, sha256(manifest)] };
+  return { digests: [configDigest, layerDigest, manifest.digest] };
 }
 
 const pushesOf = (events: Event[]): Set<string> =>

@@ -2,15 +2,14 @@
 // one port, /metrics summed over the workers, one worker running the GC schedule, a killed worker
 // replaced, and SIGTERM draining every worker before the primary exits.
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { request } from 'node:http';
 import { after, before, describe, test } from 'node:test';
+import { MT, descriptorOf, ociManifest, sha256 } from '../helpers/oci.js';
 import { printOutput, startWharf, type RunningServer } from '../helpers/processes.js';
 
 const repo = 'e2e/workers';
-const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 
-const sha256 = (data: Buffer): string => `sha256:${createHash('sha256').update(data).digest('hex')}`;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 interface Reply {
@@ -121,37 +120,27 @@ describe('serve --workers 2', () => {
       }),
     );
     const layerDigest = await pushBlob(server.url, layer);
-    const configDigest = await pushBlob(server.url, config);
-    const manifest = Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: OCI_MANIFEST,
-        config: {
-          mediaType: 'application/vnd.oci.image.config.v1+json',
-          digest: configDigest,
-          size: config.length,
-        },
-        layers: [
-          { mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: layerDigest, size: layer.length },
-        ],
-      }),
-    );
+    await pushBlob(server.url, config);
+    const manifest = ociManifest({
+      config: descriptorOf(MT.ociConfig, config),
+      layers: [descriptorOf(MT.ociLayer, layer)],
+    });
     const put = await call(
       `${server.url}/v2/${repo}/manifests/v1`,
       'PUT',
-      { 'content-type': OCI_MANIFEST },
-      manifest,
+      { 'content-type': manifest.mediaType },
+      manifest.bytes,
     );
     expect(put, 201, 'PUT manifest');
 
     const pulls = 10;
     for (let i = 0; i < pulls; i++) {
       const got = expect(
-        await call(`${server.url}/v2/${repo}/manifests/v1`, 'GET', { accept: OCI_MANIFEST }),
+        await call(`${server.url}/v2/${repo}/manifests/v1`, 'GET', { accept: manifest.mediaType }),
         200,
         'GET manifest',
       );
-      assert.ok(got.body.equals(manifest));
+      assert.ok(got.body.equals(manifest.bytes));
       const blob = expect(await call(`${server.url}/v2/${repo}/blobs/${layerDigest}`), 200, 'GET blob');
       assert.equal(sha256(blob.body), layerDigest);
     }

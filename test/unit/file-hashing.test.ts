@@ -1,13 +1,12 @@
 // Upload digests on hashing threads that read the data file behind its writes (src/registry/file-hashing.ts).
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { appendFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { FileHashing } from '../../src/registry/file-hashing.js';
-
-const sha256 = (data: Buffer): string => `sha256:${createHash('sha256').update(data).digest('hex')}`;
+import { sha256 } from '../helpers/oci.js';
 
 void describe('file hashing on worker threads', () => {
   let dir: string;
