@@ -98,7 +98,8 @@ export function rssBytes(pids: readonly number[]): number {
   return total;
 }
 
-function machineBusySeconds(): number {
+/** CPU seconds the whole machine has been busy (all cores, kernel included) since boot. */
+export function machineBusySeconds(): number {
   const fields = (readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '')
     .split(/\s+/)
     .slice(1, 9)

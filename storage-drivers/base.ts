@@ -22,6 +22,7 @@ export type DriverOperation =
   | 'writer.commit'
   | 'writer.cancel'
   | 'stat'
+  | 'fileExists'
   | 'list'
   | 'move'
   | 'delete'
@@ -141,6 +142,13 @@ export function wrapDriver(raw: StorageDriver, options: WrapOptions = {}): Stora
       return run('stat', path, () => {
         checkPath(path, true);
         return raw.stat(path);
+      });
+    },
+
+    fileExists(path: string): Promise<boolean> {
+      return run('fileExists', path, () => {
+        checkPath(path);
+        return raw.fileExists(path);
       });
     },
 

@@ -112,6 +112,12 @@ export interface StorageDriver {
   /** Metadata for a file or directory. */
   stat(path: string): Promise<FileInfo>;
 
+  /**
+   * Whether `stat` would describe a file (not a directory) at `path`. Links and markers are checked this
+   * way on every manifest and blob lookup, and an object store answers it with a HEAD, not a listing.
+   */
+  fileExists(path: string): Promise<boolean>;
+
   /** The direct children (full paths) of a directory, sorted. */
   list(path: string): Promise<string[]>;
 

@@ -5,7 +5,7 @@ import { PathNotFoundError } from '../../storage-drivers/driver.js';
 import { GcRecords, TOUCH_SKIP_MS } from '../gc/records.js';
 import type { Digest } from './digest.js';
 import { BlobUnknownError } from './errors.js';
-import { deleteIfExists, exists, readLink, writeLink } from './links.js';
+import { deleteIfExists, readLink, writeLink } from './links.js';
 import { pathFor } from './paths.js';
 
 export interface BlobDescriptor {
@@ -122,7 +122,7 @@ export class BlobStore {
     const path = pathFor({ kind: 'layerLink', name, digest });
     const key = `${name}@${digest.toString()}`;
     this.looked.delete(key);
-    if (!(await exists(this.driver, path)))
+    if (!(await this.driver.fileExists(path)))
       throw new BlobUnknownError(undefined, { digest: digest.toString() });
     await deleteIfExists(this.driver, path.slice(0, -'/link'.length));
     // Again: a HEAD meanwhile may have found the link before it went.

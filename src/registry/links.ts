@@ -16,7 +16,7 @@ export async function writeLink(driver: StorageDriver, path: string, digest: Dig
   await driver.putContent(path, digest.toString());
 }
 
-/** `true` when the path exists; other storage errors propagate. */
+/** `true` when a file or directory is at the path (for files, `driver.fileExists` is cheaper). */
 export async function exists(driver: StorageDriver, path: string): Promise<boolean> {
   try {
     await driver.stat(path);

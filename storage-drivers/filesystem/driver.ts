@@ -180,6 +180,16 @@ export class FilesystemDriver implements StorageDriver {
     }
   }
 
+  async fileExists(path: string): Promise<boolean> {
+    try {
+      return !(await stat(this.fullPath(path))).isDirectory();
+    } catch (err) {
+      const failure = this.notFound(err, path);
+      if (failure instanceof PathNotFoundError) return false;
+      throw failure;
+    }
+  }
+
   async list(path: string): Promise<string[]> {
     let names: string[];
     try {

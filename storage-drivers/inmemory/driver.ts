@@ -134,6 +134,13 @@ export class InMemoryDriver implements StorageDriver {
     });
   }
 
+  fileExists(path: string): Promise<boolean> {
+    return settle(() => {
+      const node = this.find(path);
+      return node !== undefined && node.kind !== 'dir';
+    });
+  }
+
   list(path: string): Promise<string[]> {
     return settle(() => {
       const prefix = path === '/' ? '/' : `${path}/`;

@@ -87,6 +87,8 @@ export interface S3Tuning {
   readonly maxAttempts?: number;
   /** Blob reads from an http:// endpoint through rawget.ts (default); `false` for the SDK's client. */
   readonly rawReads?: boolean;
+  /** Small GETs and HEADs through direct-requests.ts (default); `false` for the SDK's client. */
+  readonly directRequests?: boolean;
 }
 
 const DELETE_BATCH = 1000;

@@ -345,6 +345,60 @@ if (settings) {
       await d.delete('/redirect');
     });
 
+    void test('small reads go out directly: getContent one GET, fileExists one HEAD, SlowDown retried', async () => {
+      await driver().putContent('/direct/link', 'sha256:abc');
+      let plan: 'slowdown' | 'forward' = 'forward';
+      const proxy = await faultProxy(settings.endpoint, () => plan);
+      try {
+        const d = createS3Driver({ ...bucket.params, regionendpoint: proxy.url, rootdirectory: `/${ROOT}/` });
+        assert.equal((await d.getContent('/direct/link')).toString(), 'sha256:abc');
+        assert.equal(await d.fileExists('/direct/link'), true);
+        assert.deepEqual(proxy.requests(), ['GET object', 'HEAD object']);
+        proxy.reset();
+        // A missing path: the object, then its upload marker.
+        assert.equal(await d.fileExists('/direct/missing'), false);
+        assert.equal(await d.fileExists('/direct'), false, 'a directory');
+        assert.deepEqual(proxy.requests(), ['HEAD object', 'HEAD object', 'HEAD object', 'HEAD object']);
+        await assert.rejects(d.getContent('/direct/missing'), PathNotFoundError);
+        plan = 'slowdown';
+        const slow = d.getContent('/direct/link');
+        await new Promise((r) => setTimeout(r, 150));
+        plan = 'forward';
+        assert.equal((await slow).toString(), 'sha256:abc', 'SlowDown answers were retried');
+        // Keys that need encoding (from the root directory, ':' in paths) are signed as sent.
+        const odd = createS3Driver({
+          ...bucket.params,
+          regionendpoint: proxy.url,
+          rootdirectory: `/${ROOT}/direct/odd dir+x!'(y)*`,
+        });
+        await odd.putContent('/sha256:abc', 'odd');
+        assert.equal((await odd.getContent('/sha256:abc')).toString(), 'odd');
+        assert.equal(await odd.fileExists('/sha256:abc'), true);
+      } finally {
+        await proxy.close();
+        await driver().delete('/direct');
+      }
+    });
+
+    void test('direct reads with a wrong secret fail with a clean credentials error', async () => {
+      await driver().putContent('/direct-auth/link', 'x');
+      try {
+        const d = createS3Driver({ ...bucket.params, rootdirectory: `/${ROOT}/`, secretkey: 'wrong' });
+        for (const read of [
+          () => d.getContent('/direct-auth/link'),
+          () => d.fileExists('/direct-auth/link'),
+        ]) {
+          await assert.rejects(read(), (err) => {
+            assert.ok(err instanceof StorageDriverError);
+            assert.match(err.message, /refused the credentials for bucket/);
+            return true;
+          });
+        }
+      } finally {
+        await driver().delete('/direct-auth');
+      }
+    });
+
     void test('a writer applies backpressure instead of buffering without bound', async () => {
       const w = await driver().writer('/bp/data', false);
       let accepted = 0;

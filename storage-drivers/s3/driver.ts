@@ -38,6 +38,7 @@ import {
   isRetryable,
   isThrottling,
 } from './errors.js';
+import { DirectRequests, errorOf, type DirectAnswer } from './direct-requests.js';
 import { rawError, rawGet } from './rawget.js';
 import { CoalescingReader } from './reader.js';
 import { S3Writer } from './writer.js';
@@ -92,6 +93,7 @@ export class S3Driver implements StorageDriver {
   private readonly redirect: boolean;
   /** Blob reads through rawget.ts (plain http endpoints), else through the SDK. */
   private readonly rawReads: boolean;
+  private readonly direct: DirectRequests | undefined;
   private readonly timeouts: S3Timeouts;
   private readonly maxAttempts: number;
 
@@ -111,9 +113,12 @@ export class S3Driver implements StorageDriver {
     this.timeouts = tuning.timeouts ?? timeoutsOf(params);
     this.maxAttempts = tuning.maxAttempts ?? params.maxretries + 1;
     this.rawReads = (tuning.rawReads ?? true) && endpointName(params).startsWith('http://');
+    this.direct =
+      (tuning.directRequests ?? true) ? new DirectRequests(client, params.bucket, this.timeouts) : undefined;
   }
 
   async getContent(path: string): Promise<Buffer> {
+    if (this.direct) return (await this.directly(this.direct, 'GET', path)).body;
     const res = await this.get(path, this.key(path));
     try {
       const bytes = await res.Body?.transformToByteArray();
@@ -228,6 +233,22 @@ export class S3Driver implements StorageDriver {
       throw this.bucket.fail(err, `stat ${path}`);
     }
     throw new PathNotFoundError(path, this.name);
+  }
+
+  async fileExists(path: string): Promise<boolean> {
+    if (this.direct) {
+      const key = this.key(path);
+      if (await this.headFound(this.direct, path, key)) return true;
+      // No object, but maybe a file an earlier writer's end() left as an unfinished upload (as `stat`
+      // sees it): only a path with an upload marker can be one.
+      if (!(await this.headFound(this.direct, path, uploadMarkerKey(key)))) return false;
+    }
+    try {
+      return !(await this.stat(path)).isDir;
+    } catch (err) {
+      if (err instanceof PathNotFoundError) return false;
+      throw err;
+    }
   }
 
   async list(path: string): Promise<string[]> {
@@ -365,27 +386,63 @@ export class S3Driver implements StorageDriver {
       throw this.bucket.fail(err, `read ${path}`);
     }
     const { connectMs, requestMs, idleMs } = this.timeouts;
-    for (let attempt = 1; ; attempt++) {
+    return this.retrying(path, 'read', async () => {
+      const result = await rawGet(url, {
+        connectMs,
+        requestMs,
+        idleMs,
+        ...(range !== undefined && { range }),
+      });
+      if (result.kind === 'body') return result.body;
+      if (result.kind === 'unsupported') return undefined;
+      const code = result.code ?? (result.status === 404 ? 'NotFound' : `HTTP${result.status}`);
+      throw rawError(result.message, code, result.status);
+    });
+  }
+
+  /** Whether an object is at `key` (HEAD through direct-requests.ts). */
+  private async headFound(direct: DirectRequests, path: string, key: string): Promise<boolean> {
+    try {
+      await this.directly(direct, 'HEAD', path, key);
+      return true;
+    } catch (err) {
+      if (err instanceof PathNotFoundError) return false;
+      throw err;
+    }
+  }
+
+  /** A GET or HEAD through direct-requests.ts: a 2xx answer, or the error S3 answered, typed. */
+  private directly(
+    direct: DirectRequests,
+    method: 'GET' | 'HEAD',
+    path: string,
+    key = this.key(path),
+  ): Promise<DirectAnswer> {
+    return this.retrying(path, method === 'GET' ? 'read' : 'stat', async () => {
+      const answer = await direct.send(method, key);
+      if (answer.status < 200 || answer.status >= 300) throw errorOf(answer);
+      return answer;
+    });
+  }
+
+  /**
+   * `attempt` with the SDK's retry rules (throttling, 5xx, timeouts, resets; exponential backoff with
+   * jitter), for requests made outside the SDK. A missing object is `PathNotFoundError`.
+   */
+  private async retrying<T>(path: string, operation: string, attempt: () => Promise<T>): Promise<T> {
+    for (let tries = 1; ; tries++) {
       let failure: unknown;
       try {
-        const result = await rawGet(url, {
-          connectMs,
-          requestMs,
-          idleMs,
-          ...(range !== undefined && { range }),
-        });
-        if (result.kind === 'body') return result.body;
-        if (result.kind === 'unsupported') return undefined;
-        const code = result.code ?? (result.status === 404 ? 'NotFound' : `HTTP${result.status}`);
-        failure = rawError(result.message, code, result.status);
+        return await attempt();
       } catch (err) {
         failure = err;
       }
       if (isNoSuchKey(failure)) throw new PathNotFoundError(path, this.name);
-      if (attempt >= this.maxAttempts || !isRetryable(failure))
-        throw this.bucket.fail(failure, `read ${path}`);
+      if (tries >= this.maxAttempts || !isRetryable(failure)) {
+        throw this.bucket.fail(failure, `${operation} ${path}`);
+      }
       const base = isThrottling(failure) ? THROTTLING_DELAY_MS : RETRY_DELAY_MS;
-      await sleep(Math.random() * Math.min(MAX_RETRY_DELAY_MS, base * 2 ** attempt));
+      await sleep(Math.random() * Math.min(MAX_RETRY_DELAY_MS, base * 2 ** tries));
     }
   }
 

@@ -18,6 +18,8 @@ const CREDENTIAL_ERRORS = new Set([
   'AccessDenied',
   'ExpiredToken',
   'InvalidToken',
+  // A HEAD has no body to name the reason; 403 is what a denied or badly signed one answers.
+  'Forbidden',
 ]);
 
 /** The S3 error code (`NoSuchKey`, `SlowDown`, ...) or, for a network failure, the errno code. */

@@ -520,6 +520,30 @@ export function runDriverContractSuite(name: string, setup: () => Promise<Driver
       });
     });
 
+    void describe('fileExists', () => {
+      it('is true for a file and false for a directory, a missing path or a deleted file', async (p, d) => {
+        await d.putContent(`${p}/dir/abc`, 'x');
+        assert.equal(await d.fileExists(`${p}/dir/abc`), true);
+        for (const path of [`${p}/dir`, p, `${p}/missing`, `${p}/dir/ab`, `${p}/di`, `${p}/dir/abc/x`]) {
+          assert.equal(await d.fileExists(path), false, path);
+        }
+        await d.delete(`${p}/dir/abc`);
+        assert.equal(await d.fileExists(`${p}/dir/abc`), false, 'deleted');
+      });
+
+      it('sees a file an ended writer left, as stat does, until it is cancelled', async (p, d) => {
+        const path = `${p}/upload/data`;
+        const w1 = await d.writer(path, false);
+        await writeChunks(w1, [randomBytes(1024)]);
+        await endWriter(w1);
+        assert.equal((await d.stat(path)).isDir, false);
+        assert.equal(await d.fileExists(path), true);
+        const w2 = await d.writer(path, true);
+        await w2.cancel();
+        assert.equal(await d.fileExists(path), false);
+      });
+    });
+
     void describe('list', () => {
       it('returns direct children as full paths, sorted', async (p, d) => {
         const dir = `${p}/dir`;

@@ -26,8 +26,17 @@ import {
   type Client,
 } from '../helpers/oci.js';
 
-type Op = 'getContent' | 'putContent' | 'stat' | 'reader' | 'writer' | 'move' | 'delete';
-const RECORDED: readonly Op[] = ['getContent', 'putContent', 'stat', 'reader', 'writer', 'move', 'delete'];
+type Op = 'getContent' | 'putContent' | 'stat' | 'fileExists' | 'reader' | 'writer' | 'move' | 'delete';
+const RECORDED: readonly Op[] = [
+  'getContent',
+  'putContent',
+  'stat',
+  'fileExists',
+  'reader',
+  'writer',
+  'move',
+  'delete',
+];
 
 /** A driver that records `op kind` (the path's kind in paths.ts) for each call while `recording`. */
 function recordingDriver(inner: StorageDriver): {
@@ -88,7 +97,7 @@ void describe('blob HEAD and GET right after a use', () => {
     const blob = await pushBlob(r, 'reads', randomBlob(100));
     recorded.calls.length = 0;
     expectStatus(await r.head(`/v2/reads/blobs/${blob.digest}`), 200);
-    assert.deepEqual(recorded.calls, ['stat gcTombstone']);
+    assert.deepEqual(recorded.calls, ['fileExists gcTombstone']);
   });
 
   test('the reuse ends with the touch window: a blob deleted behind the registry is gone to HEAD', async () => {
