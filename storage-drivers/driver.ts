@@ -113,8 +113,9 @@ export interface StorageDriver {
   stat(path: string): Promise<FileInfo>;
 
   /**
-   * Whether `stat` would describe a file (not a directory) at `path`. Links and markers are checked this
-   * way on every manifest and blob lookup, and an object store answers it with a HEAD, not a listing.
+   * Whether a file that reads would find is at `path` (not a directory). Links and markers are checked
+   * this way on every manifest and blob lookup; an object store answers it with one HEAD, not a listing.
+   * What an ended writer left counts only where reads see it too (on the filesystem, not on S3).
    */
   fileExists(path: string): Promise<boolean>;
 

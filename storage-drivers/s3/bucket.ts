@@ -8,6 +8,7 @@ import {
   DeleteObjectCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
+  HeadObjectCommand,
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
   ListPartsCommand,
@@ -175,6 +176,10 @@ export class S3Bucket {
     return this.client.send(
       new GetObjectCommand({ Bucket: this.name, Key: key, ...(range !== undefined && { Range: range }) }),
     );
+  }
+
+  async headObject(key: string): Promise<void> {
+    await this.client.send(new HeadObjectCommand({ Bucket: this.name, Key: key }));
   }
 
   async deleteObject(key: string): Promise<void> {

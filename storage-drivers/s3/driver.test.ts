@@ -355,10 +355,9 @@ if (settings) {
         assert.equal(await d.fileExists('/direct/link'), true);
         assert.deepEqual(proxy.requests(), ['GET object', 'HEAD object']);
         proxy.reset();
-        // A missing path: the object, then its upload marker.
         assert.equal(await d.fileExists('/direct/missing'), false);
         assert.equal(await d.fileExists('/direct'), false, 'a directory');
-        assert.deepEqual(proxy.requests(), ['HEAD object', 'HEAD object', 'HEAD object', 'HEAD object']);
+        assert.deepEqual(proxy.requests(), ['HEAD object', 'HEAD object'], 'a HEAD each');
         await assert.rejects(d.getContent('/direct/missing'), PathNotFoundError);
         plan = 'slowdown';
         const slow = d.getContent('/direct/link');
@@ -378,6 +377,16 @@ if (settings) {
         await proxy.close();
         await driver().delete('/direct');
       }
+    });
+
+    void test('through the SDK too, fileExists is one HEAD, and sees objects only', async () => {
+      const d = driver({ tuning: { directRequests: false } });
+      await d.putContent('/sdk-exists/link', 'x');
+      assert.equal(await d.fileExists('/sdk-exists/link'), true);
+      assert.equal(await d.fileExists('/sdk-exists/missing'), false);
+      assert.equal(await d.fileExists('/sdk-exists'), false, 'a directory');
+      assert.equal((await d.getContent('/sdk-exists/link')).toString(), 'x');
+      await d.delete('/sdk-exists');
     });
 
     void test('direct reads with a wrong secret fail with a clean credentials error', async () => {

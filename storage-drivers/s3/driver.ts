@@ -1,11 +1,11 @@
 // The S3 driver: files are objects under `rootdirectory` (keys have no leading slash, as Distribution's
 // s3-aws driver writes them), directories are key prefixes. It runs on AWS and on S3-compatible servers
 // (Ceph RGW in CI). Uploads are multipart uploads that survive the process (see writer.ts); a file an
-// ended writer left as an unfinished upload is seen by `stat`, `writer(path, true)` and `delete`, not by
-// `list`, `walk` or reads, which see objects only. They find such uploads through the upload marker
-// (bucket.ts), so only paths a writer used pay for the multipart listing. Uploads without a marker (a
-// multipart copy a crash interrupted, an upload by a Wharf before markers) are invisible to the driver:
-// a bucket lifecycle rule (AbortIncompleteMultipartUpload) removes them.
+// ended writer left as an unfinished upload is seen by `stat`, `writer(path, true)` and `delete`, not
+// by `fileExists`, `list`, `walk` or reads, which see objects only. They find such uploads through the
+// upload marker (bucket.ts), so only paths a writer used pay for the multipart listing. Uploads without
+// a marker (a multipart copy a crash interrupted, an upload by a Wharf before markers) are invisible to
+// the driver: a bucket lifecycle rule (AbortIncompleteMultipartUpload) removes them.
 import { Readable } from 'node:stream';
 import { GetObjectCommand, HeadObjectCommand, type GetObjectCommandOutput } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
@@ -236,18 +236,15 @@ export class S3Driver implements StorageDriver {
   }
 
   async fileExists(path: string): Promise<boolean> {
-    if (this.direct) {
-      const key = this.key(path);
-      if (await this.headFound(this.direct, path, key)) return true;
-      // No object, but maybe a file an earlier writer's end() left as an unfinished upload (as `stat`
-      // sees it): only a path with an upload marker can be one.
-      if (!(await this.headFound(this.direct, path, uploadMarkerKey(key)))) return false;
-    }
+    // Objects only, as reads see them: not what an ended writer left as an unfinished upload.
+    const key = this.key(path);
+    if (this.direct) return this.headFound(this.direct, path, key);
     try {
-      return !(await this.stat(path)).isDir;
+      await this.bucket.headObject(key);
+      return true;
     } catch (err) {
-      if (err instanceof PathNotFoundError) return false;
-      throw err;
+      if (isNoSuchKey(err)) return false;
+      throw this.bucket.fail(err, `stat ${path}`);
     }
   }
 
