@@ -14,6 +14,8 @@ import { encodeKeyPath, SigV4Signer } from './sigv4.js';
 const PROBE_KEY = 'wharf-url-probe';
 /** An error answer's body is a small XML document; its code and message are all that is kept. */
 const MAX_ERROR_BODY = 64 * 1024;
+/** A server clock this far from ours (after the SDK's correction) makes S3 refuse signatures. */
+const CLOCK_SKEW_MS = 4 * 60_000;
 
 export interface DirectTimeouts {
   readonly connectMs: number;
@@ -59,10 +61,25 @@ export class DirectRequests {
    */
   async send(method: 'GET' | 'HEAD', key: string): Promise<DirectAnswer> {
     const urls = await this.objectURLs();
-    const credentials = await this.client.config.credentials();
     const path = urls.prefix + encodeKeyPath(key);
-    const headers = urls.signer.sign({ method, host: urls.host, path }, credentials);
-    return this.request(urls, method, path, headers);
+    for (let signed = 1; ; signed++) {
+      const credentials = await this.client.config.credentials();
+      // Signed at the SDK's skew-corrected time, which its own requests keep up to date.
+      const now = new Date(Date.now() + this.client.config.systemClockOffset);
+      const headers = urls.signer.sign({ method, host: urls.host, path }, credentials, now);
+      const answer = await this.request(urls, method, path, headers);
+      if (signed > 1 || answer.status !== 403 || !this.correctClock(answer)) return answer;
+    }
+  }
+
+  /** Adopts the server's clock, as the SDK does, when a refusal came from a skewed one. */
+  private correctClock(answer: DirectAnswer): boolean {
+    const serverTime = Date.parse(answer.headers.date ?? '');
+    if (Number.isNaN(serverTime) || answer.headers.age !== undefined) return false;
+    const offset = serverTime - Date.now();
+    if (Math.abs(offset - this.client.config.systemClockOffset) < CLOCK_SKEW_MS) return false;
+    this.client.config.systemClockOffset = offset;
+    return true;
   }
 
   /** Closes idle keep-alive connections. */
