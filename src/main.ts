@@ -97,9 +97,25 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   });
   const handle = app.callback();
   // Plain HTTP, or HTTPS with http.tls; the timeouts for slow clients are set there.
-  const { server } = await createHttpServer(config.http.tls, (req, res) => {
-    void handle(req, res);
-  });
+  const { server } = await createHttpServer(
+    config.http.tls,
+    (req, res) => {
+      void handle(req, res);
+    },
+    {
+      onTlsReload: (result) => {
+        if ('error' in result) {
+          logger.warn(
+            { err: result.error },
+            'TLS files changed but cannot be used; serving the previous certificate',
+          );
+        } else {
+          const { subject, validTo, fingerprint256 } = result.certificate;
+          logger.info({ subject, validTo, fingerprint256 }, 'TLS certificate reloaded');
+        }
+      },
+    },
+  );
 
   const { host, port } = parseListenAddress(config.http.addr);
   await new Promise<void>((resolve, reject) => {

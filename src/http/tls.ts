@@ -1,4 +1,5 @@
 import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto';
+import { unwatchFile, watchFile, type Stats } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import {
   createServer as createPlainServer,
@@ -6,7 +7,22 @@ import {
   type Server,
   type ServerResponse,
 } from 'node:http';
-import { createServer as createTlsServer } from 'node:https';
+import { createServer as createTlsServer, type Server as TlsServer } from 'node:https';
+
+/** How often the certificate and key files are checked for changes (cert-manager, a renewed Secret). */
+const RELOAD_CHECK_MS = 10_000;
+/** Renewals replace the two files one after the other: wait this long after a change for the other. */
+const RELOAD_SETTLE_MS = 1_000;
+
+/** What a reload of changed TLS files came to: the certificate now served, or why the old one stays. */
+export type TlsReload = { readonly certificate: X509Certificate } | { readonly error: Error };
+
+export interface HttpServerOptions {
+  /** Called after each attempt to reload changed TLS files. */
+  readonly onTlsReload?: (result: TlsReload) => void;
+  /** For tests: how often the files are checked. */
+  readonly tlsCheckMs?: number;
+}
 
 export interface TlsFiles {
   /** `http.tls.certificate`: PEM, the server certificate first, then any intermediates. */
@@ -65,6 +81,7 @@ export async function loadTlsFiles(
 export async function createHttpServer(
   tls: TlsFiles | undefined,
   handler: (req: IncomingMessage, res: ServerResponse) => void,
+  options: HttpServerOptions = {},
 ): Promise<{ server: Server; certificate?: X509Certificate }> {
   let server: Server;
   let certificate: X509Certificate | undefined;
@@ -73,11 +90,45 @@ export async function createHttpServer(
   } else {
     const loaded = await loadTlsFiles(tls);
     certificate = loaded.certificate;
-    server = createTlsServer({ cert: loaded.cert, key: loaded.key, minVersion: 'TLSv1.2' }, handler);
+    const tlsServer = createTlsServer({ cert: loaded.cert, key: loaded.key, minVersion: 'TLSv1.2' }, handler);
+    reloadOnChange(tlsServer, tls, options);
+    server = tlsServer;
   }
   server.requestTimeout = 0;
   server.headersTimeout = 30_000;
   server.timeout = 120_000;
   server.keepAliveTimeout = 65_000;
   return certificate === undefined ? { server } : { server, certificate };
+}
+
+/**
+ * Serves renewed certificates without a restart: new connections get the files' current content once
+ * both are readable and belong together; until then (and if they never do) the previous pair stays.
+ * Polling (stat), unlike fs.watch, also sees a Kubernetes Secret's symlink swap.
+ */
+function reloadOnChange(server: TlsServer, files: TlsFiles, options: HttpServerOptions): void {
+  let settle: NodeJS.Timeout | undefined;
+  const reload = async (): Promise<void> => {
+    try {
+      const loaded = await loadTlsFiles(files);
+      server.setSecureContext({ cert: loaded.cert, key: loaded.key, minVersion: 'TLSv1.2' });
+      options.onTlsReload?.({ certificate: loaded.certificate });
+    } catch (err) {
+      options.onTlsReload?.({ error: err instanceof Error ? err : new Error(String(err)) });
+    }
+  };
+  const changed = (now: Stats, before: Stats): void => {
+    if (now.mtimeMs === before.mtimeMs && now.ino === before.ino && now.size === before.size) return;
+    clearTimeout(settle);
+    settle = setTimeout(() => void reload(), RELOAD_SETTLE_MS);
+    settle.unref();
+  };
+  const watch = { interval: options.tlsCheckMs ?? RELOAD_CHECK_MS, persistent: false };
+  watchFile(files.certificate, watch, changed);
+  watchFile(files.key, watch, changed);
+  server.once('close', () => {
+    clearTimeout(settle);
+    unwatchFile(files.certificate, changed);
+    unwatchFile(files.key, changed);
+  });
 }
