@@ -47,7 +47,7 @@ function fakeDriver(fail?: Error): { raw: StorageDriver; calls: string[] } {
       return Promise.resolve(writer);
     },
     stat: () => answer('stat', info),
-    fileExists: () => answer('fileExists', true),
+    statFile: () => answer('statFile', info),
     list: () => answer('list', []),
     move: () => answer('move', undefined),
     delete: () => answer('delete', undefined),
@@ -70,7 +70,7 @@ function callsWith(d: StorageDriver, path: string): [string, () => Promise<unkno
     ['reader', () => d.reader(path)],
     ['writer', () => d.writer(path, false)],
     ['stat', () => d.stat(path)],
-    ['fileExists', () => d.fileExists(path)],
+    ['statFile', () => d.statFile(path)],
     ['list', () => d.list(path)],
     ['move from', () => d.move(path, '/ok')],
     ['move to', () => d.move('/ok', path)],

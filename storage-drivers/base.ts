@@ -22,7 +22,7 @@ export type DriverOperation =
   | 'writer.commit'
   | 'writer.cancel'
   | 'stat'
-  | 'fileExists'
+  | 'statFile'
   | 'list'
   | 'move'
   | 'delete'
@@ -145,10 +145,10 @@ export function wrapDriver(raw: StorageDriver, options: WrapOptions = {}): Stora
       });
     },
 
-    fileExists(path: string): Promise<boolean> {
-      return run('fileExists', path, () => {
+    statFile(path: string): Promise<FileInfo | undefined> {
+      return run('statFile', path, () => {
         checkPath(path);
-        return raw.fileExists(path);
+        return raw.statFile(path);
       });
     },
 

@@ -113,11 +113,12 @@ export interface StorageDriver {
   stat(path: string): Promise<FileInfo>;
 
   /**
-   * Whether a file that reads would find is at `path` (not a directory). Links and markers are checked
-   * this way on every manifest and blob lookup; an object store answers it with one HEAD, not a listing.
-   * What an ended writer left counts only where reads see it too (on the filesystem, not on S3).
+   * The file that reads would find at `path`, or `undefined` (nothing, or a directory). Links, markers
+   * and blobs are looked up this way on every manifest and blob request; an object store answers it with
+   * one HEAD, where `stat` must list. What an ended writer left counts only where reads see it too (on
+   * the filesystem, not on S3).
    */
-  fileExists(path: string): Promise<boolean>;
+  statFile(path: string): Promise<FileInfo | undefined>;
 
   /** The direct children (full paths) of a directory, sorted. */
   list(path: string): Promise<string[]>;

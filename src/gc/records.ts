@@ -2,7 +2,7 @@ import { LRUCache } from 'lru-cache';
 import type { StorageDriver } from '../../storage-drivers/driver.js';
 import { PathNotFoundError } from '../../storage-drivers/driver.js';
 import type { Digest } from '../registry/digest.js';
-import { deleteIfExists } from '../registry/links.js';
+import { deleteIfExists, fileExists } from '../registry/links.js';
 import { pathFor } from '../registry/paths.js';
 
 /**
@@ -81,7 +81,7 @@ export class GcRecords {
   }
 
   isTombstoned(digest: Digest): Promise<boolean> {
-    return this.driver.fileExists(pathFor({ kind: 'gcTombstone', digest }));
+    return fileExists(this.driver, pathFor({ kind: 'gcTombstone', digest }));
   }
 
   /**

@@ -32,7 +32,7 @@ function replayingWalk(driver: StorageDriver, entries: readonly FileInfo[]): Sto
     reader: (p, o) => driver.reader(p, o),
     writer: (p, a) => driver.writer(p, a),
     stat: (p) => driver.stat(p),
-    fileExists: (p) => driver.fileExists(p),
+    statFile: (p) => driver.statFile(p),
     list: (p) => driver.list(p),
     move: (s, d) => driver.move(s, d),
     delete: (p) => driver.delete(p),

@@ -5,7 +5,7 @@ import { PathNotFoundError } from '../../storage-drivers/driver.js';
 import { GcRecords, TOUCH_SKIP_MS } from '../gc/records.js';
 import type { Digest } from './digest.js';
 import { BlobUnknownError } from './errors.js';
-import { deleteIfExists, readLink, writeLink } from './links.js';
+import { deleteIfExists, fileExists, readLink, writeLink } from './links.js';
 import { pathFor } from './paths.js';
 
 export interface BlobDescriptor {
@@ -36,13 +36,9 @@ export class BlobStore {
 
   /** The blob in the global store, whatever repositories link it; `undefined` if absent. */
   async statGlobal(digest: Digest): Promise<BlobDescriptor | undefined> {
-    try {
-      const info = await this.driver.stat(pathFor({ kind: 'blobData', digest }));
-      return { digest, size: info.size };
-    } catch (err) {
-      if (err instanceof PathNotFoundError) return undefined;
-      throw err;
-    }
+    // Blob data only ever appears whole (a move), so what reads see is all there is to see.
+    const info = await this.driver.statFile(pathFor({ kind: 'blobData', digest }));
+    return info && { digest, size: info.size };
   }
 
   /**
@@ -122,7 +118,7 @@ export class BlobStore {
     const path = pathFor({ kind: 'layerLink', name, digest });
     const key = `${name}@${digest.toString()}`;
     this.looked.delete(key);
-    if (!(await this.driver.fileExists(path)))
+    if (!(await fileExists(this.driver, path)))
       throw new BlobUnknownError(undefined, { digest: digest.toString() });
     await deleteIfExists(this.driver, path.slice(0, -'/link'.length));
     // Again: a HEAD meanwhile may have found the link before it went.

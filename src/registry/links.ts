@@ -16,7 +16,12 @@ export async function writeLink(driver: StorageDriver, path: string, digest: Dig
   await driver.putContent(path, digest.toString());
 }
 
-/** `true` when a file or directory is at the path (for files, `driver.fileExists` is cheaper). */
+/** `true` when a file that reads would find is at the path (one HEAD on S3). */
+export async function fileExists(driver: StorageDriver, path: string): Promise<boolean> {
+  return (await driver.statFile(path)) !== undefined;
+}
+
+/** `true` when a file or directory is at the path (for files, `fileExists` is cheaper). */
 export async function exists(driver: StorageDriver, path: string): Promise<boolean> {
   try {
     await driver.stat(path);

@@ -10,7 +10,7 @@ import {
   ManifestTooLargeError,
   ManifestUnknownError,
 } from './errors.js';
-import { deleteIfExists, readLink, writeLink } from './links.js';
+import { deleteIfExists, fileExists, readLink, writeLink } from './links.js';
 import {
   isDistributable,
   parseManifest,
@@ -64,7 +64,10 @@ export class ManifestStore {
       'digest' in reference
         ? reference.digest
         : await readLink(this.driver, pathFor({ kind: 'tagCurrentLink', name, tag: reference.tag }));
-    if (!digest || !(await this.driver.fileExists(pathFor({ kind: 'manifestRevisionLink', name, digest })))) {
+    if (
+      !digest ||
+      !(await fileExists(this.driver, pathFor({ kind: 'manifestRevisionLink', name, digest })))
+    ) {
       throw new ManifestUnknownError(undefined, 'tag' in reference ? { tag: reference.tag } : undefined);
     }
     return digest;
@@ -148,7 +151,7 @@ export class ManifestStore {
   /** Deleting a tag removes only the tag; deleting a digest removes the revision and every tag on it. */
   async delete(name: string, reference: Reference): Promise<void> {
     if ('tag' in reference) {
-      if (!(await this.driver.fileExists(pathFor({ kind: 'tagCurrentLink', name, tag: reference.tag })))) {
+      if (!(await fileExists(this.driver, pathFor({ kind: 'tagCurrentLink', name, tag: reference.tag })))) {
         throw new ManifestUnknownError(undefined, { tag: reference.tag });
       }
       await deleteIfExists(this.driver, pathFor({ kind: 'tagDir', name, tag: reference.tag }));
@@ -199,7 +202,7 @@ export class ManifestStore {
    */
   private async lostAfterWrite(name: string, digest: Digest, manifest: ParsedManifest): Promise<Digest[]> {
     const manifestPresent = (d: Digest) => async () =>
-      (await this.driver.fileExists(pathFor({ kind: 'manifestRevisionLink', name, digest: d }))) &&
+      (await fileExists(this.driver, pathFor({ kind: 'manifestRevisionLink', name, digest: d }))) &&
       (await this.blobs.statGlobal(d)) !== undefined;
     const entries = [{ digest, present: manifestPresent(digest) }];
     if (manifest.kind === 'index') {
@@ -246,7 +249,7 @@ export class ManifestStore {
       await Promise.all(
         manifest.references.map(async (child) => {
           const path = pathFor({ kind: 'manifestRevisionLink', name, digest: child.digest });
-          if (!(await this.driver.fileExists(path))) missing.push(child.digest.toString());
+          if (!(await fileExists(this.driver, path))) missing.push(child.digest.toString());
         }),
       );
     } else {

@@ -8,7 +8,7 @@ import { PathNotFoundError } from '../../storage-drivers/driver.js';
 import type { BlobDescriptor, BlobStore } from './blobs.js';
 import { digestOfHash, newHasher, sameDigest, type Digest, type DigestAlgorithm } from './digest.js';
 import { BlobUploadUnknownError, DigestInvalidError, ChunkOutOfOrderError } from './errors.js';
-import { deleteIfExists } from './links.js';
+import { deleteIfExists, fileExists } from './links.js';
 import { fileHashing, type FileHash, type FileHashing } from './file-hashing.js';
 import { KeyedMutex } from './mutex.js';
 import { pathFor } from './paths.js';
@@ -74,7 +74,7 @@ export class UploadStore {
       if (!(err instanceof PathNotFoundError)) throw err;
     }
     // No data yet: the session exists if it was started.
-    if (await this.driver.fileExists(pathFor({ kind: 'uploadStartedAt', name, id }))) return 0;
+    if (await fileExists(this.driver, pathFor({ kind: 'uploadStartedAt', name, id }))) return 0;
     throw new BlobUploadUnknownError();
   }
 
@@ -164,7 +164,7 @@ export class UploadStore {
       if (!(err instanceof PathNotFoundError)) throw err;
     }
     // No data yet: the session exists if it was started.
-    if (await this.driver.fileExists(pathFor({ kind: 'uploadStartedAt', name, id }))) return { size: 0 };
+    if (await fileExists(this.driver, pathFor({ kind: 'uploadStartedAt', name, id }))) return { size: 0 };
     throw new BlobUploadUnknownError();
   }
 

@@ -180,12 +180,13 @@ export class FilesystemDriver implements StorageDriver {
     }
   }
 
-  async fileExists(path: string): Promise<boolean> {
+  async statFile(path: string): Promise<FileInfo | undefined> {
     try {
-      return !(await stat(this.fullPath(path))).isDirectory();
+      const info = await stat(this.fullPath(path));
+      return info.isDirectory() ? undefined : { path, size: info.size, modTime: info.mtime, isDir: false };
     } catch (err) {
       const failure = this.notFound(err, path);
-      if (failure instanceof PathNotFoundError) return false;
+      if (failure instanceof PathNotFoundError) return undefined;
       throw failure;
     }
   }

@@ -134,10 +134,10 @@ export class InMemoryDriver implements StorageDriver {
     });
   }
 
-  fileExists(path: string): Promise<boolean> {
+  statFile(path: string): Promise<FileInfo | undefined> {
     return settle(() => {
       const node = this.find(path);
-      return node !== undefined && node.kind !== 'dir';
+      return node === undefined || node.kind === 'dir' ? undefined : infoOf(path, node);
     });
   }
 

@@ -16,6 +16,7 @@ import {
   UploadPartCommand,
   UploadPartCopyCommand,
   type GetObjectCommandOutput,
+  type HeadObjectCommandOutput,
   type ListObjectsV2CommandOutput,
   type S3Client,
   type ServerSideEncryption,
@@ -178,8 +179,8 @@ export class S3Bucket {
     );
   }
 
-  async headObject(key: string): Promise<void> {
-    await this.client.send(new HeadObjectCommand({ Bucket: this.name, Key: key }));
+  headObject(key: string): Promise<HeadObjectCommandOutput> {
+    return this.client.send(new HeadObjectCommand({ Bucket: this.name, Key: key }));
   }
 
   async deleteObject(key: string): Promise<void> {

@@ -345,18 +345,18 @@ if (settings) {
       await d.delete('/redirect');
     });
 
-    void test('small reads go out directly: getContent one GET, fileExists one HEAD, SlowDown retried', async () => {
+    void test('small reads go out directly: getContent one GET, statFile one HEAD, SlowDown retried', async () => {
       await driver().putContent('/direct/link', 'sha256:abc');
       let plan: 'slowdown' | 'forward' = 'forward';
       const proxy = await faultProxy(settings.endpoint, () => plan);
       try {
         const d = createS3Driver({ ...bucket.params, regionendpoint: proxy.url, rootdirectory: `/${ROOT}/` });
         assert.equal((await d.getContent('/direct/link')).toString(), 'sha256:abc');
-        assert.equal(await d.fileExists('/direct/link'), true);
+        assert.equal((await d.statFile('/direct/link'))?.size, 'sha256:abc'.length);
         assert.deepEqual(proxy.requests(), ['GET object', 'HEAD object']);
         proxy.reset();
-        assert.equal(await d.fileExists('/direct/missing'), false);
-        assert.equal(await d.fileExists('/direct'), false, 'a directory');
+        assert.equal(await d.statFile('/direct/missing'), undefined);
+        assert.equal(await d.statFile('/direct'), undefined, 'a directory');
         assert.deepEqual(proxy.requests(), ['HEAD object', 'HEAD object'], 'a HEAD each');
         await assert.rejects(d.getContent('/direct/missing'), PathNotFoundError);
         plan = 'slowdown';
@@ -372,19 +372,19 @@ if (settings) {
         });
         await odd.putContent('/sha256:abc', 'odd');
         assert.equal((await odd.getContent('/sha256:abc')).toString(), 'odd');
-        assert.equal(await odd.fileExists('/sha256:abc'), true);
+        assert.equal((await odd.statFile('/sha256:abc'))?.size, 3);
       } finally {
         await proxy.close();
         await driver().delete('/direct');
       }
     });
 
-    void test('through the SDK too, fileExists is one HEAD, and sees objects only', async () => {
+    void test('through the SDK too, statFile is one HEAD, and sees objects only', async () => {
       const d = driver({ tuning: { directRequests: false } });
       await d.putContent('/sdk-exists/link', 'x');
-      assert.equal(await d.fileExists('/sdk-exists/link'), true);
-      assert.equal(await d.fileExists('/sdk-exists/missing'), false);
-      assert.equal(await d.fileExists('/sdk-exists'), false, 'a directory');
+      assert.equal((await d.statFile('/sdk-exists/link'))?.size, 1);
+      assert.equal(await d.statFile('/sdk-exists/missing'), undefined);
+      assert.equal(await d.statFile('/sdk-exists'), undefined, 'a directory');
       assert.equal((await d.getContent('/sdk-exists/link')).toString(), 'x');
       await d.delete('/sdk-exists');
     });
@@ -393,10 +393,7 @@ if (settings) {
       await driver().putContent('/direct-auth/link', 'x');
       try {
         const d = createS3Driver({ ...bucket.params, rootdirectory: `/${ROOT}/`, secretkey: 'wrong' });
-        for (const read of [
-          () => d.getContent('/direct-auth/link'),
-          () => d.fileExists('/direct-auth/link'),
-        ]) {
+        for (const read of [() => d.getContent('/direct-auth/link'), () => d.statFile('/direct-auth/link')]) {
           await assert.rejects(read(), (err) => {
             assert.ok(err instanceof StorageDriverError);
             assert.match(err.message, /refused the credentials for bucket/);

@@ -235,17 +235,30 @@ export class S3Driver implements StorageDriver {
     throw new PathNotFoundError(path, this.name);
   }
 
-  async fileExists(path: string): Promise<boolean> {
+  async statFile(path: string): Promise<FileInfo | undefined> {
     // Objects only, as reads see them: not what an ended writer left as an unfinished upload.
     const key = this.key(path);
-    if (this.direct) return this.headFound(this.direct, path, key);
+    let size: number | undefined;
+    let modified: string | Date | undefined;
     try {
-      await this.bucket.headObject(key);
-      return true;
+      if (this.direct) {
+        const { headers } = await this.directly(this.direct, 'HEAD', path, key);
+        size = Number(headers['content-length']);
+        modified = headers['last-modified'];
+      } else {
+        const head = await this.bucket.headObject(key);
+        size = head.ContentLength;
+        modified = head.LastModified;
+      }
     } catch (err) {
-      if (isNoSuchKey(err)) return false;
+      if (err instanceof PathNotFoundError || isNoSuchKey(err)) return undefined;
       throw this.bucket.fail(err, `stat ${path}`);
     }
+    if (size === undefined || !Number.isSafeInteger(size) || size < 0) {
+      throw new StorageDriverError(`stat ${path}: the HEAD answer has no valid Content-Length`, this.name);
+    }
+    const modTime = modified === undefined ? new Date(0) : new Date(modified);
+    return { path, size, modTime, isDir: false };
   }
 
   async list(path: string): Promise<string[]> {
@@ -395,17 +408,6 @@ export class S3Driver implements StorageDriver {
       const code = result.code ?? (result.status === 404 ? 'NotFound' : `HTTP${result.status}`);
       throw rawError(result.message, code, result.status);
     });
-  }
-
-  /** Whether an object is at `key` (HEAD through direct-requests.ts). */
-  private async headFound(direct: DirectRequests, path: string, key: string): Promise<boolean> {
-    try {
-      await this.directly(direct, 'HEAD', path, key);
-      return true;
-    } catch (err) {
-      if (err instanceof PathNotFoundError) return false;
-      throw err;
-    }
   }
 
   /** A GET or HEAD through direct-requests.ts: a 2xx answer, or the error S3 answered, typed. */

@@ -520,15 +520,20 @@ export function runDriverContractSuite(name: string, setup: () => Promise<Driver
       });
     });
 
-    void describe('fileExists', () => {
-      it('is true for a file and false for a directory, a missing path or a deleted file', async (p, d) => {
-        await d.putContent(`${p}/dir/abc`, 'x');
-        assert.equal(await d.fileExists(`${p}/dir/abc`), true);
+    void describe('statFile', () => {
+      it('describes a file as stat does; a directory, a missing path or a deleted file is undefined', async (p, d) => {
+        await d.putContent(`${p}/dir/abc`, randomBytes(1000));
+        const info = await d.statFile(`${p}/dir/abc`);
+        const stat = await d.stat(`${p}/dir/abc`);
+        assert.deepEqual(info && { ...info, modTime: Math.floor(info.modTime.getTime() / 1000) }, {
+          ...stat,
+          modTime: Math.floor(stat.modTime.getTime() / 1000),
+        });
         for (const path of [`${p}/dir`, p, `${p}/missing`, `${p}/dir/ab`, `${p}/di`, `${p}/dir/abc/x`]) {
-          assert.equal(await d.fileExists(path), false, path);
+          assert.equal(await d.statFile(path), undefined, path);
         }
         await d.delete(`${p}/dir/abc`);
-        assert.equal(await d.fileExists(`${p}/dir/abc`), false, 'deleted');
+        assert.equal(await d.statFile(`${p}/dir/abc`), undefined, 'deleted');
       });
 
       it('sees a file an ended writer left exactly when reads do, and a committed one always', async (p, d) => {
@@ -543,10 +548,11 @@ export function runDriverContractSuite(name: string, setup: () => Promise<Driver
             throw err;
           },
         );
-        assert.equal(await d.fileExists(path), readable);
+        assert.equal((await d.statFile(path)) !== undefined, readable);
         const w2 = await d.writer(path, true);
+        await writeChunks(w2, [randomBytes(10)]);
         await w2.commit();
-        assert.equal(await d.fileExists(path), true);
+        assert.equal((await d.statFile(path))?.size, 1034);
       });
     });
 

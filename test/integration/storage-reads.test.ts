@@ -26,12 +26,12 @@ import {
   type Client,
 } from '../helpers/oci.js';
 
-type Op = 'getContent' | 'putContent' | 'stat' | 'fileExists' | 'reader' | 'writer' | 'move' | 'delete';
+type Op = 'getContent' | 'putContent' | 'stat' | 'statFile' | 'reader' | 'writer' | 'move' | 'delete';
 const RECORDED: readonly Op[] = [
   'getContent',
   'putContent',
   'stat',
-  'fileExists',
+  'statFile',
   'reader',
   'writer',
   'move',
@@ -97,7 +97,7 @@ void describe('blob HEAD and GET right after a use', () => {
     const blob = await pushBlob(r, 'reads', randomBlob(100));
     recorded.calls.length = 0;
     expectStatus(await r.head(`/v2/reads/blobs/${blob.digest}`), 200);
-    assert.deepEqual(recorded.calls, ['fileExists gcTombstone']);
+    assert.deepEqual(recorded.calls, ['statFile gcTombstone']);
   });
 
   test('the reuse ends with the touch window: a blob deleted behind the registry is gone to HEAD', async () => {
@@ -157,7 +157,7 @@ void describe('upload completion', () => {
     const post = await r.post('/v2/up/blobs/uploads/');
     const patch = await r.patch(locationOf(post)).set('Content-Type', MT.octet).send(content);
     const put = withQuery(locationOf(patch), { digest: sha256(content) });
-    recorded.failNext = (op, path) => op === 'stat' && parsePath(path)?.kind === 'blobData';
+    recorded.failNext = (op, path) => op === 'statFile' && parsePath(path)?.kind === 'blobData';
     assert.notEqual((await r.put(put)).status, 201);
     expectStatus(await r.put(put), 201);
     const got = await r.get(`/v2/up/blobs/${sha256(content)}`).buffer(true);
