@@ -286,8 +286,8 @@ export class UploadStore {
     const state = this.hashes.get(`${name}/${id}`);
     // Only a hash on the loop can be continued from where it is.
     const usable = state?.hash && state.algorithm === algorithm && state.offset <= size ? state : undefined;
-    const hash = usable?.hash ? usable.hash.copy() : newHasher(algorithm);
-    const from = usable ? usable.offset : 0;
+    const hash = usable?.hash?.copy() ?? newHasher(algorithm);
+    const from = usable?.offset ?? 0;
     if (from < size) {
       const stream = await this.driver.reader(pathFor({ kind: 'uploadData', name, id }), { offset: from });
       for await (const chunk of stream as AsyncIterable<Buffer>) hash.update(chunk);

@@ -7,7 +7,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
-import { rawError } from './rawget.js';
+import { answerError, rawError } from './rawget.js';
 import { encodeKeyPath, SigV4Signer } from './sigv4.js';
 
 /** A key that needs no encoding, presigned once to learn how the SDK lays out object URLs. */
@@ -195,12 +195,7 @@ export class DirectRequests {
   }
 }
 
-/** The SDK-shaped error for a non-2xx answer: S3's code from the XML body, or from the status. */
+/** The SDK-shaped error for a non-2xx answer (rawget.ts's `answerError`). */
 export function errorOf(answer: DirectAnswer): Error & { code: string } {
-  const xml = answer.body.toString('utf8');
-  const code =
-    /<Code>([^<]*)<\/Code>/.exec(xml)?.[1] ??
-    (answer.status === 404 ? 'NotFound' : answer.status === 403 ? 'Forbidden' : `HTTP${answer.status}`);
-  const message = /<Message>([^<]*)<\/Message>/.exec(xml)?.[1] ?? `HTTP ${answer.status}`;
-  return rawError(message, code, answer.status);
+  return answerError(answer.status, answer.body.toString('utf8'));
 }

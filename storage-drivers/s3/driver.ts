@@ -39,7 +39,7 @@ import {
   isThrottling,
 } from './errors.js';
 import { DirectRequests, errorOf, type DirectAnswer } from './direct-requests.js';
-import { rawError, rawGet } from './rawget.js';
+import { rawGet } from './rawget.js';
 import { CoalescingReader } from './reader.js';
 import { S3Writer } from './writer.js';
 
@@ -405,8 +405,7 @@ export class S3Driver implements StorageDriver {
       });
       if (result.kind === 'body') return result.body;
       if (result.kind === 'unsupported') return undefined;
-      const code = result.code ?? (result.status === 404 ? 'NotFound' : `HTTP${result.status}`);
-      throw rawError(result.message, code, result.status);
+      throw result.error;
     });
   }
 

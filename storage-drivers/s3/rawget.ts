@@ -25,10 +25,22 @@ export interface RawGetOptions {
 export type RawGetResult =
   /** 200 or 206: the body streams, `length` bytes. */
   | { readonly kind: 'body'; readonly status: number; readonly length: number; readonly body: Readable }
-  /** Any other status, with S3's error code from the XML body when there is one. */
-  | { readonly kind: 'error'; readonly status: number; readonly code?: string; readonly message: string }
+  /** Any other status: the error S3 answered (`answerError`). */
+  | { readonly kind: 'error'; readonly status: number; readonly error: Error }
   /** Framing this reader does not handle (no Content-Length): ask the SDK. */
   | { readonly kind: 'unsupported'; readonly status: number };
+
+/**
+ * The SDK-shaped error for a non-2xx answer outside the SDK (here and direct-requests.ts): S3's code
+ * and message from the XML body, or, for a body-less answer (a HEAD), a code from the status.
+ */
+export function answerError(status: number, xml: string): Error & { code: string } {
+  const code =
+    /<Code>([^<]*)<\/Code>/.exec(xml)?.[1] ??
+    (status === 404 ? 'NotFound' : status === 403 ? 'Forbidden' : `HTTP${status}`);
+  const message = /<Message>([^<]*)<\/Message>/.exec(xml)?.[1] ?? `HTTP ${status}`;
+  return rawError(message, code, status);
+}
 
 /** A failure before or while reading, shaped like the SDK's errors (`code`, `$metadata`) for errors.ts. */
 export function rawError(
@@ -212,7 +224,5 @@ function parseHead(text: string): { status: number; headers: Map<string, string>
 }
 
 function errorResult(status: number, xml: string): RawGetResult {
-  const code = /<Code>([^<]*)<\/Code>/.exec(xml)?.[1];
-  const message = /<Message>([^<]*)<\/Message>/.exec(xml)?.[1] ?? `HTTP ${status}`;
-  return { kind: 'error', status, ...(code !== undefined && { code }), message };
+  return { kind: 'error', status, error: answerError(status, xml) };
 }
